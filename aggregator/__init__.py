@@ -1,0 +1,14 @@
+"""aggregator: follow news feeds, summarise every story, publish one feed.
+
+The pipeline, one module per stage (open them in this order to follow an item):
+
+    opml.py -> fetch.py -> parse.py -> decide.py -> store.py
+            -> extract.py -> summarize.py -> publish.py -> serve.py
+
+``update.py`` wires the stages into one pass, ``daemon.py`` runs passes on a
+schedule, ``cli.py`` is the command line.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

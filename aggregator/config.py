@@ -1,0 +1,164 @@
+"""Settings from defaults < TOML file < AGGREGATOR_* environment < command-line flags.
+
+No I/O beyond reading the config file. Keys are flat, e.g. ``interval = 30``;
+the environment spells them upper-case with a prefix: ``AGGREGATOR_INTERVAL=30``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from aggregator import __version__
+from aggregator.errors import ConfigError
+
+ENV_PREFIX = "AGGREGATOR_"
+DEFAULT_CONFIG = Path("aggregator.toml")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # where things are
+    db: Path = Path("data/aggregator.db")
+    feeds: Path = Path("feeds.opml")
+    output: Path = Path("public")
+    # polling (minutes)
+    interval: float = 30.0
+    min_interval: float = 5.0
+    max_interval: float = 1440.0
+    jitter: float = 0.1  # fraction of the interval added at random
+    # HTTP client
+    connect_timeout: float = 10.0
+    timeout: float = 30.0  # whole request, body included
+    max_bytes: int = 10 * 1024 * 1024
+    max_redirects: int = 5
+    workers: int = 8  # concurrent fetches overall
+    per_host: int = 2  # concurrent fetches per host
+    user_agent: str = (
+        f"aggregator/{__version__} (+https://github.com/aggregator/aggregator; feed aggregator)"
+    )
+    # articles and summaries
+    fetch_articles: bool = True
+    summaries: bool = True
+    min_content_words: int = 120  # shorter item content -> fetch the article
+    summary_workers: int = 1
+    # publishing
+    publish: bool = True
+    title: str = "aggregator"
+    base_url: str = "http://127.0.0.1:8080/"
+    max_entries: int = 100
+    # serving
+    serve: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    stalled_after: float = 180.0  # minutes without a successful update -> /healthz 503
+    # logging
+    log_level: str = "INFO"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = type(getattr(Settings(), name))
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"not a boolean: {value!r}")
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError(f"not an integer: {value!r}")
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(f"not a number: {value!r}")
+            return float(value)
+        if issubclass(kind, Path):
+            return Path(os.path.expanduser(str(value)))
+        return str(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: {name}: {e}") from e
+
+
+def _check(settings: Settings) -> Settings:
+    problems = []
+    if settings.interval <= 0:
+        problems.append("interval must be positive")
+    if settings.min_interval > settings.max_interval:
+        problems.append("min_interval is larger than max_interval")
+    if settings.workers < 1 or settings.per_host < 1:
+        problems.append("workers and per_host must be at least 1")
+    if not 0 <= settings.jitter <= 1:
+        problems.append("jitter must be between 0 and 1")
+    if settings.max_bytes < 1024:
+        problems.append("max_bytes must be at least 1024")
+    if not settings.base_url.startswith(("http://", "https://")):
+        problems.append("base_url must be an http(s) URL")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if not settings.base_url.endswith("/"):
+        settings = settings.replace(base_url=settings.base_url + "/")
+    return settings
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    base = path.parent
+    out = {k: _coerce(k, v, str(path)) for k, v in data.items()}
+    # relative paths in a config file are relative to the file
+    for k, v in out.items():
+        if isinstance(v, Path) and not v.is_absolute():
+            out[k] = base / v
+    return out
+
+
+def load(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge the layers. ``config_file`` None means ``$AGGREGATOR_CONFIG`` or
+    ``./aggregator.toml`` when present; an explicitly named file must exist."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
+        config_file = Path(env[ENV_PREFIX + "CONFIG"])
+    if config_file is None and DEFAULT_CONFIG.is_file():
+        config_file = DEFAULT_CONFIG
+    if config_file is not None:
+        values.update(read_file(config_file))
+    for name in _FIELDS:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _coerce(name, raw, f"${ENV_PREFIX}{name.upper()}")
+    for name, value in (flags or {}).items():
+        if value is not None:
+            if name not in _FIELDS:
+                raise ConfigError(f"unknown setting: {name}")
+            values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+    return _check(Settings(**values))

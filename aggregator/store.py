@@ -1,0 +1,546 @@
+"""The only module that touches SQLite: schema, migrations, every query.
+
+One writer at a time (SQLite's rule); WAL mode so ``sqlite3``, Datasette or a
+publisher read the file while the daemon writes it. Each thread opens its own
+Store. Every change a pass makes to one feed is one transaction, so a killed
+process leaves either the old state or the new one, never half.
+
+Timestamps are ISO-8601 UTC text (``2026-11-25T23:03:00+00:00``), which sorts
+as text and reads as a date in any SQL tool.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+from aggregator.errors import StorageError
+from aggregator.types import Entry, ParsedFeed, ParsedItem, Subscription, Summary
+
+migrations = Migrations("aggregator")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE feeds (
+            id INTEGER PRIMARY KEY,
+            url TEXT NOT NULL UNIQUE,
+            title TEXT,
+            feed_title TEXT,
+            site_url TEXT,
+            category TEXT,
+            language TEXT,
+            active INTEGER NOT NULL DEFAULT 1,
+            state TEXT NOT NULL DEFAULT 'new',
+            fetch_articles INTEGER,
+            etag TEXT,
+            last_modified TEXT,
+            body_hash TEXT,
+            ttl_minutes INTEGER,
+            added_at TEXT NOT NULL,
+            last_fetch TEXT,
+            last_status INTEGER,
+            last_success TEXT,
+            next_fetch TEXT,
+            error_count INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE items (
+            id INTEGER PRIMARY KEY,
+            feed_id INTEGER NOT NULL REFERENCES feeds(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            guid TEXT,
+            url TEXT,
+            title TEXT,
+            author TEXT,
+            published TEXT,
+            updated TEXT,
+            content TEXT,
+            content_text TEXT,
+            categories TEXT NOT NULL DEFAULT '[]',
+            language TEXT,
+            first_seen TEXT NOT NULL,
+            changed_at TEXT NOT NULL,
+            sort_date TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            article_status TEXT,
+            article_text TEXT,
+            summary_context TEXT,
+            summary_points TEXT,
+            summary_method TEXT,
+            summary_hash TEXT,
+            summarized_at TEXT,
+            UNIQUE (feed_id, key)
+        )
+        """
+    )
+    db.execute("CREATE INDEX items_sort_date ON items (sort_date DESC)")
+    db.execute("CREATE INDEX items_to_summarize ON items (summary_hash) WHERE summary_hash IS NULL")
+    db.execute("CREATE INDEX feeds_next_fetch ON feeds (active, next_fetch)")
+    db.execute("CREATE INDEX feeds_category ON feeds (category)")
+
+
+def iso(when: datetime | None) -> str | None:
+    if when is None:
+        return None
+    return when.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    """A feed as stored: subscription plus polling state."""
+
+    id: int
+    url: str
+    title: str | None
+    feed_title: str | None
+    site_url: str | None
+    category: str | None
+    language: str | None
+    active: bool
+    state: str
+    fetch_articles: bool | None
+    etag: str | None
+    last_modified: str | None
+    body_hash: str | None
+    ttl_minutes: int | None
+    last_fetch: datetime | None
+    last_status: int | None
+    last_success: datetime | None
+    next_fetch: datetime | None
+    error_count: int
+    last_error: str | None
+    item_count: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.title or self.feed_title or self.url
+
+
+@dataclass(frozen=True)
+class PendingItem:
+    """An item whose summary is missing or out of date."""
+
+    id: int
+    feed_id: int
+    feed_url: str
+    url: str | None
+    title: str | None
+    content_text: str | None
+    content_hash: str
+    language: str | None
+    fetch_articles: bool | None
+    article_status: str | None
+    article_text: str | None
+
+
+_FEED_COLUMNS = (
+    "id, url, title, feed_title, site_url, category, language, active, state, fetch_articles, "
+    "etag, last_modified, body_hash, ttl_minutes, last_fetch, last_status, last_success, "
+    "next_fetch, error_count, last_error"
+)
+
+
+def _feed(row: sqlite3.Row | tuple[Any, ...], item_count: int = 0) -> FeedRow:
+    (id_, url, title, feed_title, site_url, category, language, active, state, fetch_articles,
+     etag, last_modified, body_hash, ttl, last_fetch, last_status, last_success, next_fetch,
+     error_count, last_error) = tuple(row)[:20]
+    return FeedRow(
+        id=id_, url=url, title=title, feed_title=feed_title, site_url=site_url,
+        category=category, language=language, active=bool(active), state=state,
+        fetch_articles=None if fetch_articles is None else bool(fetch_articles),
+        etag=etag, last_modified=last_modified, body_hash=body_hash, ttl_minutes=ttl,
+        last_fetch=from_iso(last_fetch), last_status=last_status,
+        last_success=from_iso(last_success), next_fetch=from_iso(next_fetch),
+        error_count=error_count, last_error=last_error, item_count=item_count,
+    )
+
+
+@dataclass(frozen=True)
+class ItemCounts:
+    new: int = 0
+    changed: int = 0
+
+
+class Store:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        try:
+            if not readonly:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro" if readonly else str(path),
+                uri=readonly,
+                timeout=30,
+                isolation_level=None,  # we open transactions ourselves
+                check_same_thread=False,
+            )
+            self.db = sqlite_utils.Database(conn)
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA busy_timeout = 30000")
+            if not readonly:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise StorageError(f"{path}: cannot switch to WAL mode (got {mode})")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                migrations.apply(self.db)
+        except sqlite3.DatabaseError as e:
+            raise StorageError(f"cannot open database {path}: {e}") from e
+        except OSError as e:
+            raise StorageError(f"cannot open database {path}: {e.strerror}") from e
+        self.conn = conn
+
+    def close(self) -> None:
+        try:
+            self.conn.execute("PRAGMA optimize")
+        except sqlite3.Error:
+            pass
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise StorageError(f"database {self.path} is busy or read-only: {e}") from e
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                self.conn.execute("ROLLBACK")
+                raise StorageError(f"cannot write database {self.path}: {e}") from e
+
+    # --- health ------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        try:
+            return self.conn.execute("SELECT 1").fetchone() == (1,)
+        except sqlite3.Error:
+            return False
+
+    def integrity_ok(self) -> bool:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # --- subscriptions ---------------------------------------------------------------
+
+    def sync_subscriptions(self, subs: Sequence[Subscription], now: datetime) -> dict[str, int]:
+        """Make the feeds table follow feeds.opml: new outlines become feeds,
+        removed ones become inactive (their items stay), returning ones wake up."""
+        wanted = {s.url: s for s in subs}
+        counts = {"added": 0, "deactivated": 0, "reactivated": 0}
+        with self.transaction() as c:
+            existing = {url: (id_, active) for id_, url, active in
+                        c.execute("SELECT id, url, active FROM feeds")}
+            for url, sub in wanted.items():
+                fetch_articles = None if sub.fetch_articles is None else int(sub.fetch_articles)
+                if url not in existing:
+                    c.execute(
+                        "INSERT INTO feeds (url, title, category, site_url, fetch_articles, "
+                        "added_at, next_fetch) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (url, sub.title, sub.category, sub.html_url, fetch_articles,
+                         iso(now), iso(now)),
+                    )
+                    counts["added"] += 1
+                else:
+                    id_, active = existing[url]
+                    if not active:
+                        counts["reactivated"] += 1
+                    c.execute(
+                        "UPDATE feeds SET title = ?, category = ?, fetch_articles = ?, active = 1, "
+                        "site_url = coalesce(site_url, ?) WHERE id = ?",
+                        (sub.title, sub.category, fetch_articles, sub.html_url, id_),
+                    )
+            for url, (id_, active) in existing.items():
+                if url not in wanted and active:
+                    c.execute("UPDATE feeds SET active = 0 WHERE id = ?", (id_,))
+                    counts["deactivated"] += 1
+        return counts
+
+    def feeds(self, *, active_only: bool = False) -> list[FeedRow]:
+        where = "WHERE f.active = 1" if active_only else ""
+        rows = self.conn.execute(
+            f"SELECT {', '.join('f.' + c.strip() for c in _FEED_COLUMNS.split(','))}, "
+            "(SELECT count(*) FROM items i WHERE i.feed_id = f.id) "
+            f"FROM feeds f {where} ORDER BY f.category, coalesce(f.title, f.feed_title, f.url)"
+        ).fetchall()
+        return [_feed(r, r[20]) for r in rows]
+
+    def feed(self, url: str) -> FeedRow | None:
+        row = self.conn.execute(f"SELECT {_FEED_COLUMNS} FROM feeds WHERE url = ?",
+                                (url,)).fetchone()
+        return _feed(row) if row else None
+
+    def due_feeds(self, now: datetime, *, all_feeds: bool = False) -> list[FeedRow]:
+        """Active feeds whose next fetch has come (or every active one), minus gone ones."""
+        sql = f"SELECT {_FEED_COLUMNS} FROM feeds WHERE active = 1 AND state != 'gone'"
+        args: tuple[Any, ...] = ()
+        if not all_feeds:
+            sql += " AND (next_fetch IS NULL OR next_fetch <= ?)"
+            args = (iso(now),)
+        return [_feed(r) for r in self.conn.execute(sql + " ORDER BY next_fetch", args)]
+
+    def next_due(self) -> datetime | None:
+        row = self.conn.execute(
+            "SELECT min(next_fetch) FROM feeds WHERE active = 1 AND state != 'gone'"
+        ).fetchone()
+        return from_iso(row[0]) if row else None
+
+    def remove_feed(self, url: str) -> bool:
+        """Mark a feed inactive; its items stay."""
+        with self.transaction() as c:
+            return c.execute("UPDATE feeds SET active = 0 WHERE url = ?", (url,)).rowcount > 0
+
+    def move_feed(self, old: str, new: str) -> None:
+        """A permanent redirect: the feed keeps its id, items and state under ``new``."""
+        with self.transaction() as c:
+            clash = c.execute("SELECT id FROM feeds WHERE url = ?", (new,)).fetchone()
+            if clash:
+                # The new URL was followed already: keep that row, retire the old one.
+                c.execute("UPDATE feeds SET active = 0 WHERE url = ?", (old,))
+                c.execute("UPDATE feeds SET active = 1 WHERE url = ?", (new,))
+            else:
+                c.execute("UPDATE feeds SET url = ? WHERE url = ?", (new, old))
+
+    # --- the outcome of one fetch ------------------------------------------------------
+
+    def record_not_modified(self, feed_id: int, now: datetime, status: int,
+                            next_fetch: datetime, headers: dict[str, str]) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE feeds SET last_fetch = ?, last_status = ?, last_success = ?, "
+                "next_fetch = ?, error_count = 0, last_error = NULL, state = 'ok', "
+                "etag = coalesce(?, etag), last_modified = coalesce(?, last_modified) "
+                "WHERE id = ?",
+                (iso(now), status, iso(now), iso(next_fetch), headers.get("etag"),
+                 headers.get("last-modified"), feed_id),
+            )
+
+    def record_error(self, feed_id: int, now: datetime, *, status: int | None, error: str,
+                     next_fetch: datetime | None, state: str = "error") -> None:
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE feeds SET last_fetch = ?, last_status = ?, next_fetch = ?, "
+                "error_count = error_count + 1, last_error = ?, state = ? WHERE id = ?",
+                (iso(now), status, iso(next_fetch), error[:1000], state, feed_id),
+            )
+
+    def record_feed(
+        self,
+        feed_id: int,
+        now: datetime,
+        *,
+        status: int,
+        headers: dict[str, str],
+        body_hash: str,
+        parsed: ParsedFeed | None,
+        items: Sequence[tuple[str, ParsedItem, str]],
+        next_fetch: datetime,
+    ) -> ItemCounts:
+        """Store one fetched document: feed metadata, validators and every new or
+        changed item, in one transaction. ``items`` are (key, item, content_hash);
+        ``parsed`` None means the body was identical to the last one."""
+        with self.transaction() as c:
+            counts = self._upsert_items(c, feed_id, items, now) if items else ItemCounts()
+            meta: tuple[Any, ...] = (None, None, None, None)
+            if parsed is not None:
+                meta = (parsed.title, parsed.site_url, parsed.language, parsed.ttl_minutes)
+            c.execute(
+                "UPDATE feeds SET last_fetch = ?, last_status = ?, last_success = ?, "
+                "next_fetch = ?, error_count = 0, last_error = ?, state = 'ok', "
+                "etag = ?, last_modified = ?, body_hash = ?, "
+                "feed_title = coalesce(?, feed_title), site_url = coalesce(?, site_url), "
+                "language = coalesce(?, language), ttl_minutes = coalesce(?, ttl_minutes) "
+                "WHERE id = ?",
+                (iso(now), status, iso(now), iso(next_fetch),
+                 parsed.warning if parsed is not None else None,
+                 headers.get("etag"), headers.get("last-modified"), body_hash, *meta, feed_id),
+            )
+        return counts
+
+    def _upsert_items(self, c: sqlite3.Connection, feed_id: int,
+                      items: Sequence[tuple[str, ParsedItem, str]], now: datetime) -> ItemCounts:
+        known: dict[str, tuple[int, str]] = {}
+        keys = [k for k, _, _ in items]
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for id_, key, h in c.execute(
+                f"SELECT id, key, content_hash FROM items WHERE feed_id = ? AND key IN ({marks})",
+                (feed_id, *chunk),
+            ):
+                known[key] = (id_, h)
+        new_rows = []
+        changed_rows = []
+        stamp = iso(now)
+        for key, item, h in items:
+            fields = (
+                item.guid, item.url, item.title, item.author, iso(item.published),
+                iso(item.updated), item.content, item.content_text,
+                json.dumps(list(item.categories), ensure_ascii=False), item.language,
+            )
+            if key not in known:
+                sort_date = iso(item.published or item.updated) or stamp
+                new_rows.append((feed_id, key, *fields, stamp, stamp, sort_date, h))
+            elif known[key][1] != h:
+                changed_rows.append((*fields, stamp, h, known[key][0]))
+        if new_rows:
+            c.executemany(
+                "INSERT INTO items (feed_id, key, guid, url, title, author, published, updated, "
+                "content, content_text, categories, language, first_seen, changed_at, "
+                "sort_date, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                new_rows,
+            )
+        if changed_rows:
+            # the summary stays until a new one is written; summary_hash tells it is stale
+            c.executemany(
+                "UPDATE items SET guid = ?, url = ?, title = ?, author = ?, published = ?, "
+                "updated = ?, content = ?, content_text = ?, categories = ?, language = ?, "
+                "changed_at = ?, content_hash = ? WHERE id = ?",
+                changed_rows,
+            )
+        return ItemCounts(new=len(new_rows), changed=len(changed_rows))
+
+    # --- summaries -------------------------------------------------------------------
+
+    def pending_summaries(self, limit: int = 100) -> list[PendingItem]:
+        """Items whose summary is missing or was made from older content, newest first."""
+        rows = self.conn.execute(
+            "SELECT i.id, i.feed_id, f.url, i.url, i.title, i.content_text, i.content_hash, "
+            "coalesce(i.language, f.language), f.fetch_articles, i.article_status, "
+            "i.article_text FROM items i JOIN feeds f ON f.id = i.feed_id "
+            "WHERE i.summary_hash IS NULL OR i.summary_hash != i.content_hash "
+            "ORDER BY i.sort_date DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            PendingItem(id=r[0], feed_id=r[1], feed_url=r[2], url=r[3], title=r[4],
+                        content_text=r[5], content_hash=r[6], language=r[7],
+                        fetch_articles=None if r[8] is None else bool(r[8]),
+                        article_status=r[9], article_text=r[10])
+            for r in rows
+        ]
+
+    def count_pending_summaries(self) -> int:
+        return int(self.conn.execute(
+            "SELECT count(*) FROM items WHERE summary_hash IS NULL OR summary_hash != content_hash"
+        ).fetchone()[0])
+
+    def save_article(self, item_id: int, status: str, text: str | None) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE items SET article_status = ?, article_text = ? WHERE id = ?",
+                      (status[:500], text, item_id))
+
+    def save_summary(self, item_id: int, content_hash: str, summary: Summary,
+                     now: datetime) -> bool:
+        """Write a summary unless the item changed meanwhile (then it is redone later)."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "UPDATE items SET summary_context = ?, summary_points = ?, summary_method = ?, "
+                "summary_hash = ?, summarized_at = ? WHERE id = ? AND content_hash = ?",
+                (" ".join(summary.context) or None,
+                 json.dumps(list(summary.points), ensure_ascii=False),
+                 summary.method, content_hash, iso(now), item_id, content_hash),
+            )
+            return cur.rowcount > 0
+
+    # --- publishing -------------------------------------------------------------------
+
+    def recent_entries(self, limit: int, *, category: str | None = None) -> list[Entry]:
+        """The newest items of active feeds, newest first."""
+        sql = (
+            "SELECT i.id, i.key, f.url, coalesce(f.title, f.feed_title, f.url), f.site_url, "
+            "f.category, i.title, i.url, i.author, i.published, i.updated, i.first_seen, "
+            "coalesce(i.language, f.language), i.categories, i.summary_context, "
+            "i.summary_points, i.summary_method, i.content_text "
+            "FROM items i JOIN feeds f ON f.id = i.feed_id WHERE f.active = 1 "
+        )
+        args: list[Any] = []
+        if category is not None:
+            sql += "AND f.category = ? "
+            args.append(category)
+        sql += "ORDER BY i.sort_date DESC, i.id DESC LIMIT ?"
+        args.append(limit)
+        return [_entry(r) for r in self.conn.execute(sql, args)]
+
+    def categories(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT category FROM feeds WHERE active = 1 AND category IS NOT NULL "
+            "ORDER BY category")]
+
+    def subscriptions(self) -> list[Subscription]:
+        return [
+            Subscription(url=r[0], title=r[1], category=r[2], html_url=r[3])
+            for r in self.conn.execute(
+                "SELECT url, coalesce(title, feed_title), category, site_url FROM feeds "
+                "WHERE active = 1 ORDER BY category, coalesce(title, feed_title, url)")
+        ]
+
+    # --- status -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        row = self.conn.execute(
+            "SELECT count(*), sum(state = 'error'), max(last_success) "
+            "FROM feeds WHERE active = 1"
+        ).fetchone()
+        items = self.conn.execute("SELECT count(*) FROM items").fetchone()[0]
+        return {"feeds": row[0] or 0, "failing": row[1] or 0,
+                "last_success": from_iso(row[2]), "items": items}
+
+    def count_items(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM items").fetchone()[0])
+
+    def item_rows(self, where: str = "1", args: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of items as dicts (for tests and the CLI's inspection commands)."""
+        return [dict(r) for r in self.db.query(f"SELECT * FROM items WHERE {where}", list(args))]
+
+
+def _entry(r: tuple[Any, ...]) -> Entry:
+    try:
+        categories = tuple(json.loads(r[13] or "[]"))
+    except ValueError:
+        categories = ()
+    try:
+        points = tuple(json.loads(r[15])) if r[15] else ()
+    except ValueError:
+        points = ()
+    first_seen = from_iso(r[11])
+    assert first_seen is not None
+    return Entry(
+        item_id=r[0], key=r[1], feed_url=r[2], feed_title=r[3], feed_site_url=r[4],
+        category=r[5], title=r[6], url=r[7], author=r[8], published=from_iso(r[9]),
+        updated=from_iso(r[10]), first_seen=first_seen, language=r[12],
+        categories=categories, summary_context=(r[14],) if r[14] else (),
+        summary_points=points, summary_method=r[16], content_text=r[17],
+    )

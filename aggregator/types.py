@@ -1,0 +1,89 @@
+"""Domain values, frozen. "What the feed said" (ParsedFeed, ParsedItem) is kept
+apart from "what we stored" (FeedRow, Entry)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One outline of feeds.opml."""
+
+    url: str
+    title: str | None = None
+    category: str | None = None
+    html_url: str | None = None
+    fetch_articles: bool | None = None  # None: use the global switch
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """One HTTP exchange for a feed, after redirects."""
+
+    url: str  # the URL asked for
+    final_url: str  # after redirects
+    status: int  # final status (200, 304, ...)
+    headers: dict[str, str]  # lower-case names
+    body: bytes | None  # None on 304
+    permanent_url: str | None = None  # set when every hop was 301/308
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class ParsedItem:
+    guid: str | None
+    url: str | None
+    title: str | None
+    author: str | None
+    published: datetime | None
+    updated: datetime | None
+    content: str | None  # sanitised HTML
+    content_text: str | None  # plain text of content
+    categories: tuple[str, ...] = ()
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    title: str | None
+    site_url: str | None
+    language: str | None
+    ttl_minutes: int | None
+    items: tuple[ParsedItem, ...]
+    warning: str | None = None  # feedparser's bozo message on a feed that still parsed
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Context paragraph + Dive deeper points, every sentence from the text."""
+
+    context: tuple[str, ...]
+    points: tuple[str, ...]
+    method: str  # e.g. "default:english", "lead:xx", "none:empty"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored item as the publisher sees it (items joined with feeds)."""
+
+    item_id: int
+    key: str  # stable identity inside its feed
+    feed_url: str
+    feed_title: str  # the source's name, e.g. "BBC News"
+    feed_site_url: str | None
+    category: str | None
+    title: str | None
+    url: str | None
+    author: str | None
+    published: datetime | None
+    updated: datetime | None
+    first_seen: datetime
+    language: str | None
+    categories: tuple[str, ...] = ()
+    summary_context: tuple[str, ...] = ()
+    summary_points: tuple[str, ...] = ()
+    summary_method: str | None = None
+    content_text: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
