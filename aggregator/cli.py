@@ -326,9 +326,33 @@ def cmd_publish(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: config.Settings) -> int:
-    from aggregator import update as pipeline
+    import signal
+    import threading
+    from datetime import timedelta
 
-    pipeline.serve_forever(settings)
+    from aggregator.serve import make_server
+    from aggregator.store import Store
+
+    stalled_after = timedelta(minutes=settings.stalled_after)
+
+    def health() -> tuple[bool, str]:
+        """Healthy while the database shows a recent successful fetch."""
+        with Store(settings.db, readonly=True) as store:
+            last = store.status()["last_success"]
+        if last is None:
+            return False, "no successful update yet"
+        ok = datetime.now(UTC) - last < stalled_after
+        return ok, f"last successful update {last.isoformat(timespec='seconds')}"
+
+    with make_server(settings.output, settings.host, settings.port,
+                     health=health if settings.db.exists() else None,
+                     stalled_after=stalled_after) as server:
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+        print(f"aggregator: serving {settings.output} on {server.url}", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
     return 0
 
 

@@ -52,6 +52,7 @@ class Settings:
     title: str = "aggregator"
     base_url: str = "http://127.0.0.1:8080/"
     max_entries: int = 100
+    category_max_entries: int = 30  # per category feed
     # serving
     serve: bool = True
     host: str = "127.0.0.1"

@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from aggregator.types import ParsedItem
@@ -73,6 +73,14 @@ def content_hash(item: ParsedItem) -> str:
 
 # --- when to poll next -----------------------------------------------------------
 
+# A header asking for more than this is treated as asking for this much; it also
+# keeps a "Retry-After: 99999999999999999999" from overflowing a timedelta.
+_LONGEST = timedelta(days=3650)
+
+
+def _seconds(digits: str) -> timedelta:
+    return min(timedelta(seconds=min(int(digits), 10**10)), _LONGEST)
+
 
 @dataclass(frozen=True)
 class PollPolicy:
@@ -89,7 +97,7 @@ def max_age(cache_control: str | None) -> timedelta | None:
     for d in directives:
         m = re.fullmatch(r"(?:s-)?max-age\s*=\s*\"?(\d+)\"?", d)
         if m:
-            return timedelta(seconds=int(m.group(1)))
+            return _seconds(m.group(1))
     return None
 
 
@@ -100,8 +108,8 @@ def http_date(value: str | None) -> datetime | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:
-        return None
+    if when.tzinfo is None:  # "-0000": the sender's zone is unknown; UTC is the usual meaning
+        when = when.replace(tzinfo=UTC)
     return when
 
 
@@ -110,12 +118,12 @@ def retry_after(value: str | None, now: datetime) -> timedelta | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return timedelta(seconds=int(value))
+    if value.isascii() and value.isdigit():
+        return _seconds(value)
     when = http_date(value)
     if when is None:
         return None
-    return max(when - now, timedelta(0))
+    return min(max(when - now, timedelta(0)), _LONGEST)
 
 
 def expires_in(expires: str | None, date: str | None, now: datetime) -> timedelta | None:
@@ -123,7 +131,7 @@ def expires_in(expires: str | None, date: str | None, now: datetime) -> timedelt
     if when is None:
         return None
     base = http_date(date) or now  # compare with the server's clock when it sent one
-    return max(when - base, timedelta(0))
+    return min(max(when - base, timedelta(0)), _LONGEST)
 
 
 def next_poll(

@@ -44,6 +44,7 @@ FEED_ACCEPT = (
 )
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
 PERMANENT = {301, 308}
+VALIDATORS = (b"etag", b"last-modified")
 REDIRECTS = {301, 302, 303, 307, 308}
 
 
@@ -61,7 +62,11 @@ class Limits:
 
 
 def host_of(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
+    """The URL's host name, lower-case; "" for a URL too broken to have one."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:  # e.g. "http://[::1/": a malformed URL trusts nobody
+        return ""
 
 
 def is_public(ip: str) -> bool:
@@ -92,7 +97,11 @@ def resolve(host: str, port: int) -> list[str]:
 
 def check_url(url: str, trusted_host: str | None) -> None:
     """Refuse a URL the guard would refuse, before any byte is sent."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - raises on a malformed IPv6 literal
+    except ValueError as e:
+        raise BlockedAddressError(f"refused malformed URL: {url[:200]}") from e
     if parts.scheme not in ("http", "https"):
         raise BlockedAddressError(f"refused {parts.scheme or 'relative'} URL: {url[:200]}")
     host = (parts.hostname or "").lower()
@@ -230,7 +239,7 @@ class Fetcher:
         """GET ``url`` following redirects; 200 and 304 come back, anything else
         raises a FetchError. ``trusted_host`` may be an internal address."""
         _local.trusted_host = trusted_host
-        _local.deadline = time.monotonic() + self.limits.timeout
+        _local.deadline = None  # starts once a host slot is ours (see _one)
         start = time.monotonic()
         try:
             return self._follow(url, etag, last_modified, trusted_host, accept, start)
@@ -240,11 +249,11 @@ class Fetcher:
 
     def _follow(self, url: str, etag: str | None, last_modified: str | None,
                 trusted_host: str | None, accept: str, start: float) -> FetchResult:
-        headers = {"Accept": accept}
+        headers: dict[str, str | bytes] = {"Accept": accept}
         if etag:
-            headers["If-None-Match"] = etag
+            headers["If-None-Match"] = _raw(etag)
         if last_modified:
-            headers["If-Modified-Since"] = last_modified
+            headers["If-Modified-Since"] = _raw(last_modified)
         current = url
         visited = {url}
         permanent = True
@@ -255,7 +264,10 @@ class Fetcher:
                 location = resp_headers.get("location")
                 if not location:
                     raise RedirectError(f"HTTP {status} without Location")
-                nxt = urljoin(current, location.strip())
+                try:
+                    nxt = urljoin(current, location.strip())
+                except ValueError as e:
+                    raise RedirectError(f"bad Location: {location[:200]}") from e
                 if nxt in visited:
                     raise RedirectError(f"redirect loop at {nxt[:200]}")
                 visited.add(nxt)
@@ -275,12 +287,21 @@ class Fetcher:
             raise HTTPStatusError(status, f"HTTP {status}", resp_headers)
         raise RedirectError(f"more than {self.limits.max_redirects} redirects")
 
-    def _one(self, url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes | None]:
+    def _one(self, url: str, headers: dict[str, str | bytes],
+             ) -> tuple[int, dict[str, str], bytes | None]:
         cap = self.limits.max_bytes
         try:
             with self._host_slot(host_of(url)):
+                # The deadline covers the whole exchange, redirects included, but
+                # not the wait for a host slot: ten slow feeds on one host must
+                # not time out the eleventh before it has sent a byte.
+                if _local.deadline is None:
+                    _local.deadline = time.monotonic() + self.limits.timeout
                 with self._client.stream("GET", url, headers=headers) as resp:
                     resp_headers = {k.lower(): v for k, v in resp.headers.items()}
+                    for name, value in resp.headers.raw:  # validators go back byte for byte
+                        if name.lower() in VALIDATORS:
+                            resp_headers[name.decode("latin-1").lower()] = value.decode("latin-1")
                     if resp.status_code in REDIRECTS or resp.status_code == 304:
                         return resp.status_code, resp_headers, None
                     if resp.status_code >= 400:
@@ -299,8 +320,21 @@ class Fetcher:
         except FetchError:
             raise
         except httpx.TimeoutException as e:
-            raise NetworkError(f"timed out ({type(e).__name__})") from e
+            limit = (self.limits.connect_timeout if isinstance(e, httpx.ConnectTimeout)
+                     else self.limits.timeout)
+            raise NetworkError(f"timed out after {limit:g} s ({type(e).__name__})") from e
         except httpx.DecodingError as e:
             raise NetworkError(f"bad content encoding: {e}") from e
+        except httpx.InvalidURL as e:  # not an HTTPError: it must not escape as a bug
+            raise FetchError(f"invalid URL: {e}") from e
         except httpx.HTTPError as e:
             raise NetworkError(f"{type(e).__name__}: {e}") from e
+
+
+def _raw(validator: str) -> bytes:
+    """A stored ETag / Last-Modified as the bytes the server sent (kept as Latin-1
+    text, which maps bytes to characters one to one)."""
+    try:
+        return validator.encode("latin-1")
+    except UnicodeEncodeError:  # stored by something else: the best we can do
+        return validator.encode("utf-8")

@@ -2,14 +2,23 @@
 sanitised (nh3) and every title made plain text.
 
 Pure: no network, no database; ``now`` comes in so future dates can be judged.
-XML safety: an internal DTD subset (where entity bombs and external entities
-live) is cut out before feedparser sees the document, so no entity declared by
-a feed is ever expanded or resolved.
+XML safety: a document whose internal DTD subset declares an external entity
+(XXE) or entities built from other entities (an expansion bomb) is refused
+with a ParseError; any other internal subset is cut out before feedparser
+sees the document, so no entity declared by a feed is ever expanded or
+resolved. UTF-16/32 documents are turned into UTF-8 first so that check
+reads them too.
+
+Charsets: a document that names no charset (no BOM, no XML declaration, none
+in Content-Type) and is not UTF-8 gets one guessed (chardet, which feedparser
+also uses), so windows-1251 or ISO-8859-1 text comes out readable instead of
+being read as Latin-1 by default.
 """
 
 from __future__ import annotations
 
 import calendar
+import codecs
 import html
 import re
 from datetime import UTC, datetime, timedelta
@@ -26,9 +35,6 @@ FUTURE_SLACK = timedelta(days=1)
 # bozo reasons that say nothing about the feed's health
 _HARMLESS = (feedparser.NonXMLContentType, feedparser.CharacterEncodingOverride)
 
-# <!DOCTYPE name ... [ internal subset ]>: the internal subset goes, the rest stays.
-_DOCTYPE_SUBSET = re.compile(rb"(<!DOCTYPE[^\[>]*)\[.*?\]\s*>", re.DOTALL | re.IGNORECASE)
-_ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
 _BLOCK = re.compile(
     r"</?(?:p|div|br|li|ul|ol|h[1-6]|blockquote|pre|tr|table|section|article|figure|figcaption)"
     r"\b[^>]*>",
@@ -38,15 +44,186 @@ _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 _NEWLINES = re.compile(r"\n\s*\n\s*")
 
 
-def defuse(body: bytes) -> bytes:
-    """Remove internal DTD subsets and stray entity declarations."""
-    head = body[:65536]
-    if b"<!" not in head:
+# --- XML safety --------------------------------------------------------------------
+
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_WIDE_NO_BOM = (
+    (b"<\x00\x00\x00", "utf-32-le"), (b"\x00\x00\x00<", "utf-32-be"),
+    (b"<\x00?\x00", "utf-16-le"), (b"\x00<\x00?", "utf-16-be"),
+)
+_XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?\?>", re.IGNORECASE)
+_DECL_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)""",
+                            re.IGNORECASE)
+_ENTITY = re.compile(
+    rb"""<!ENTITY\s+(%\s+)?([^\s"']+)\s+(SYSTEM|PUBLIC|"[^"]*"|'[^']*')""", re.IGNORECASE
+)
+# a reference to another entity inside an entity's value (character references
+# and the five predefined entities are fine)
+_NESTED_REF = re.compile(rb"[&%](?!#|(?:amp|lt|gt|quot|apos);)[A-Za-z_:]")
+
+
+def _narrow(body: bytes) -> bytes:
+    """UTF-16/32 -> UTF-8 with a matching declaration, so byte-level checks read it."""
+    codec = next((c for bom, c in _WIDE_BOMS if body.startswith(bom)), None)
+    if codec is None:
+        codec = next((c for start, c in _WIDE_NO_BOM if body.startswith(start)), None)
+    if codec is None:
         return body
-    cleaned = _DOCTYPE_SUBSET.sub(rb"\1>", head, count=1)
-    cleaned = _ENTITY_DECL.sub(b"<!-- removed -->", cleaned) if _ENTITY_DECL.search(
-        cleaned) else cleaned
-    return cleaned + body[65536:]
+    try:
+        text = body.decode(codec)
+    except UnicodeDecodeError:
+        text = body.decode(codec, "replace")
+    out = text.lstrip("\ufeff").encode("utf-8")
+    out = _XML_DECL.sub(b"", out, count=1)
+    return b'<?xml version="1.0" encoding="utf-8"?>' + out
+
+
+def _doctype(body: bytes) -> tuple[int, int, int, int] | None:
+    """(start, subset start, subset end, end) of a DOCTYPE in the prolog, the
+    subset positions equal when it has none; None without a DOCTYPE. Quotes,
+    comments and processing instructions are skipped, so a "]>" inside an
+    entity value doesn't end the subset early."""
+    n = len(body)
+    i = 3 if body.startswith(codecs.BOM_UTF8) else 0
+    while i < n:  # the prolog: whitespace, <?...?>, <!--...-->
+        while i < n and body[i] in b" \t\r\n":
+            i += 1
+        if body.startswith(b"<?", i):
+            j = body.find(b"?>", i + 2)
+        elif body.startswith(b"<!--", i):
+            j = body.find(b"-->", i + 4)
+            j = j + 1 if j >= 0 else j
+        elif body[i:i + 9].upper() == b"<!DOCTYPE":
+            break
+        else:
+            return None  # the root element (or junk): no DOCTYPE
+        if j < 0:
+            return None
+        i = j + 2
+    else:
+        return None
+    start = i
+    i += 9
+    sub_start = sub_end = -1
+    while i < n:
+        c = body[i:i + 1]
+        if c in (b'"', b"'"):
+            j = body.find(c, i + 1)
+            if j < 0:
+                break
+            i = j + 1
+        elif sub_start >= 0 and sub_end < 0 and body.startswith(b"<!--", i):
+            j = body.find(b"-->", i + 4)
+            if j < 0:
+                break
+            i = j + 3
+        elif sub_start >= 0 and sub_end < 0 and body.startswith(b"<?", i):
+            j = body.find(b"?>", i + 2)
+            if j < 0:
+                break
+            i = j + 2
+        elif c == b"[" and sub_start < 0:
+            sub_start = i + 1
+            i += 1
+        elif c == b"]" and sub_start >= 0 and sub_end < 0:
+            sub_end = i
+            i += 1
+        elif c == b">" and (sub_start < 0 or sub_end >= 0):
+            if sub_start < 0:
+                sub_start = sub_end = i
+            return start, sub_start, sub_end, i + 1
+        else:
+            i += 1
+    raise ParseError("not a feed: unterminated DOCTYPE declaration")
+
+
+def dtd_threat(body: bytes) -> str | None:
+    """Why the document's DTD is an attack, or None. External general entities
+    (file:///etc/passwd, an intranet URL) and entities made of other entities
+    (billion laughs) have no use in a news feed."""
+    body = _narrow(body)
+    span = _doctype(body)
+    if span is None or span[1] == span[2]:
+        return None
+    subset = body[span[1]:span[2]]
+    for m in _ENTITY.finditer(subset):
+        parameter, name, value = m.group(1), m.group(2).decode("ascii", "replace"), m.group(3)
+        if parameter:
+            continue  # only used inside the DTD, which is dropped whole
+        if value.upper() in (b"SYSTEM", b"PUBLIC"):
+            return f"declares the external entity {name[:40]} (XXE)"
+        if _NESTED_REF.search(value):
+            return f"declares the entity {name[:40]} in terms of others (entity expansion bomb)"
+    return None
+
+
+def defuse(body: bytes) -> bytes:
+    """Remove the internal DTD subset, so no entity a feed declares is expanded
+    or resolved; the DOCTYPE itself stays (feedparser reads RSS 0.91 from it)."""
+    body = _narrow(body)
+    span = _doctype(body)
+    if span is None or span[1] == span[2]:
+        return body
+    start, sub_start, sub_end, end = span
+    # "<!DOCTYPE rss [ ... ]>" -> "<!DOCTYPE rss >"
+    return body[:sub_start - 1] + b">" + body[end:]
+
+
+# --- charsets ------------------------------------------------------------------------
+
+
+_HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.IGNORECASE)
+# single-byte charsets a server or template names by habit, not by knowledge
+_SINGLE_BYTE = re.compile(r"(us-)?ascii|iso[-_]?8859[-_]?\d+|latin[-_]?\d|(windows|cp)[-_]?125\d")
+
+
+def _declared_charset(body: bytes, headers: dict[str, str]) -> str | None:
+    """The charset the document names: BOM, then Content-Type, then XML declaration."""
+    if body.startswith(codecs.BOM_UTF8):
+        return "utf-8"
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    m = _HEADER_CHARSET.search(headers.get("content-type", ""))
+    if m:
+        return m.group(1).lower()
+    m = _DECL_ENCODING.match(body[:512])
+    return m.group(1).decode("ascii").lower() if m else None
+
+
+def guess_charset(body: bytes) -> str:
+    """A charset for bytes that are not UTF-8 and name none."""
+    try:
+        import chardet
+    except ImportError:  # pragma: no cover - chardet comes with feedparser's extras
+        return "windows-1252"
+    guess = chardet.detect(body[:262144])
+    name = (guess.get("encoding") or "").lower()
+    if not name or name == "ascii" or (guess.get("confidence") or 0) < 0.2:
+        return "windows-1252"
+    # what browsers do: a page labelled Latin-1 is read as windows-1252, its superset
+    return "windows-1252" if name in ("iso-8859-1", "latin-1", "latin1") else name
+
+
+def _with_charset(body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    """Headers that make feedparser read ``body`` right: a guessed charset when
+    none is named and the bytes are not UTF-8; UTF-8 when a single-byte charset
+    is named but the bytes are valid UTF-8 with non-ASCII text in them (text in
+    a Latin charset almost never forms valid UTF-8 by chance, while feeds that
+    say ISO-8859-1 out of habit and send UTF-8 are common)."""
+    declared = _declared_charset(body, headers)
+    try:
+        body.decode("utf-8")
+        utf8 = True
+    except UnicodeDecodeError:
+        utf8 = False
+    if utf8 and declared and _SINGLE_BYTE.fullmatch(declared) and not body.isascii():
+        return {**headers, "content-type": "application/xml; charset=utf-8"}
+    if declared or utf8:
+        return headers
+    return {**headers, "content-type": f"application/xml; charset={guess_charset(body)}"}
 
 
 def sanitize(fragment: str | None) -> str | None:
@@ -135,9 +312,16 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> Pars
         raise ParseError("empty response body")
     parsed_headers = {k.lower(): v for k, v in headers.items()}
     parsed_headers.setdefault("content-location", url)
+    threat = dtd_threat(body)
+    if threat:
+        raise ParseError(f"refused: the document {threat}")
+    if _narrow(body) is not body:  # UTF-16/32: defuse hands back UTF-8
+        parsed_headers["content-type"] = "application/xml; charset=utf-8"
+    body = defuse(body)
+    parsed_headers = _with_charset(body, parsed_headers)
     try:
         d = feedparser.parse(
-            defuse(body),
+            body,
             response_headers=parsed_headers,
             sanitize_html=False,  # nh3 does it, faster and stricter
             resolve_relative_uris=True,
@@ -148,22 +332,32 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> Pars
     entries = d.get("entries", [])
     if not d.get("version") and not entries:
         reason = d.get("bozo_exception")
+        if isinstance(reason, _HARMLESS):
+            reason = None  # "no Content-type specified" is not why it isn't a feed
         looks_html = b"<html" in body[:2048].lower()
         what = "an HTML page" if looks_html else "not a feed"
         raise ParseError(f"{what}: {reason}" if reason and not looks_html else what)
+    broken = d.get("bozo") and not isinstance(d.get("bozo_exception"), _HARMLESS)
+    if broken and not entries and not plain(feed.get("title")):
+        # a root element was seen, but nothing else survived the errors
+        raise ParseError(f"not a feed: {d.get('bozo_exception') or 'malformed'}")
     language = (feed.get("language") or parsed_headers.get("content-language") or "").strip()
     items = []
     for entry in entries:
         content = sanitize(_content(entry))
+        title = plain(entry.get("title"))
+        guid, link = _guid(entry), _link(entry)
+        if not (content or title or guid or link):
+            continue  # nothing a reader could see or we could tell apart: not a story
         author = plain(entry.get("author"))
         items.append(
             ParsedItem(
-                guid=_guid(entry),
-                url=_link(entry),
-                title=plain(entry.get("title")),
+                guid=guid,
+                url=link,
+                title=title,
                 author=author[:500] if author else None,
-                published=_date(entry.get("published_parsed"), now),
-                updated=_date(entry.get("updated_parsed"), now),
+                published=_date(dict.get(entry, "published_parsed"), now),
+                updated=_date(dict.get(entry, "updated_parsed"), now),
                 content=content,
                 content_text=to_text(content),
                 categories=_categories(entry),

@@ -36,6 +36,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         CREATE TABLE feeds (
             id INTEGER PRIMARY KEY,
             url TEXT NOT NULL UNIQUE,
+            origin_url TEXT NOT NULL,
             title TEXT,
             feed_title TEXT,
             site_url TEXT,
@@ -267,9 +268,9 @@ class Store:
                 fetch_articles = None if sub.fetch_articles is None else int(sub.fetch_articles)
                 if url not in existing:
                     c.execute(
-                        "INSERT INTO feeds (url, title, category, site_url, fetch_articles, "
-                        "added_at, next_fetch) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (url, sub.title, sub.category, sub.html_url, fetch_articles,
+                        "INSERT INTO feeds (url, origin_url, title, category, site_url, "
+                        "fetch_articles, added_at, next_fetch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (url, url, sub.title, sub.category, sub.html_url, fetch_articles,
                          iso(now), iso(now)),
                     )
                     counts["added"] += 1
@@ -483,7 +484,7 @@ class Store:
             "SELECT i.id, i.key, f.url, coalesce(f.title, f.feed_title, f.url), f.site_url, "
             "f.category, i.title, i.url, i.author, i.published, i.updated, i.first_seen, "
             "coalesce(i.language, f.language), i.categories, i.summary_context, "
-            "i.summary_points, i.summary_method, i.content_text "
+            "i.summary_points, i.summary_method, i.content_text, f.origin_url "
             "FROM items i JOIN feeds f ON f.id = i.feed_id WHERE f.active = 1 "
         )
         args: list[Any] = []
@@ -542,5 +543,5 @@ def _entry(r: tuple[Any, ...]) -> Entry:
         category=r[5], title=r[6], url=r[7], author=r[8], published=from_iso(r[9]),
         updated=from_iso(r[10]), first_seen=first_seen, language=r[12],
         categories=categories, summary_context=(r[14],) if r[14] else (),
-        summary_points=points, summary_method=r[16], content_text=r[17],
+        summary_points=points, summary_method=r[16], content_text=r[17], feed_origin=r[18],
     )

@@ -86,4 +86,5 @@ class Entry:
     summary_points: tuple[str, ...] = ()
     summary_method: str | None = None
     content_text: str | None = None
+    feed_origin: str | None = None  # the feed's first URL: ids stay put when it moves
     extra: dict[str, str] = field(default_factory=dict)

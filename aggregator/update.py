@@ -20,15 +20,15 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aggregator import decide, opml
+from aggregator import decide, opml, workers
 from aggregator.config import Settings
 from aggregator.errors import AggregatorError, FetchError, HTTPStatusError, ParseError
 from aggregator.fetch import PAGE_ACCEPT, Fetcher, Limits, host_of
+from aggregator.logs import log_feed_result
 from aggregator.parse import parse
 from aggregator.store import FeedRow, PendingItem, Store
 from aggregator.types import FetchResult, ParsedFeed
@@ -149,19 +149,17 @@ def run_pass(
     due = store.due_feeds(clock(), all_feeds=all_feeds)
     moves: list[tuple[str, str]] = []
     pol = policy(settings)
-    with ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="fetch") as pool:
-        futures = [pool.submit(_fetch_and_parse, fetcher, feed, clock()) for feed in due]
-        for future in as_completed(futures):
-            fetched = future.result()
-            outcome = _record(store, fetched, pol, clock(), rng)
-            if outcome.moved_to:
-                moves.append((outcome.url, outcome.moved_to))
-            result.outcomes.append(outcome)
-            if progress:
-                progress(outcome)
-            if should_stop():
-                for f in futures:
-                    f.cancel()
+    fetched_all = workers.unordered(
+        lambda feed: _fetch_and_parse(fetcher, feed, clock()), due, settings.workers,
+        should_stop=should_stop, name="fetch",
+    )
+    for fetched in fetched_all:
+        outcome = _record(store, fetched, pol, clock(), rng)
+        if outcome.moved_to:
+            moves.append((outcome.url, outcome.moved_to))
+        result.outcomes.append(outcome)
+        if progress:
+            progress(outcome)
     if moves:
         _apply_moves(settings, store, moves)
     return result
@@ -179,8 +177,7 @@ def _record(store: Store, fetched: _Fetched, pol: decide.PollPolicy, now: dateti
         ttl_minutes=(fetched.parsed.ttl_minutes if fetched.parsed else feed.ttl_minutes),
         random_fraction=rng.random(),
     )
-    if feed.error_count:
-        log.info("%s: recovered (HTTP %s)", feed.url, res.status)
+    log_feed_result(log, feed.url, feed.last_error if feed.error_count else None, None)
     if res.body is None:
         store.record_not_modified(feed.id, now, res.status, next_fetch, res.headers)
         return FeedOutcome(feed.url, feed.name, "not modified", res.status,
@@ -218,8 +215,7 @@ def _record_error(store: Store, feed: FeedRow, error: AggregatorError,
         message = "HTTP 410 Gone: the publisher removed this feed; polling stopped"
     store.record_error(feed.id, now, status=status, error=message, next_fetch=next_fetch,
                        state="gone" if gone else "error")
-    if message != feed.last_error:  # once per state change, not once per poll
-        log.warning("%s: %s", feed.url, message)
+    log_feed_result(log, feed.url, feed.last_error, message)  # once per state change
     return FeedOutcome(feed.url, feed.name, "gone" if gone else "error", status, error=message)
 
 
@@ -263,10 +259,18 @@ def _fetch_article(fetcher: Fetcher, item: PendingItem) -> tuple[str, str | None
         res = fetcher.get(item.url, accept=PAGE_ACCEPT, trusted_host=host_of(item.feed_url))
     except FetchError as e:
         return f"failed: {type(e).__name__}: {e}", None
-    text = extract_main_text(res.body or b"", res.final_url)
+    text = extract_main_text(res.body or b"", res.final_url, encoding=_charset(res.headers))
     if not text:
         return "too little text", None
     return "ok", text
+
+
+def _charset(headers: dict[str, str]) -> str | None:
+    for part in headers.get("content-type", "").split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "charset" and value:
+            return value.strip('"\' ')
+    return None
 
 
 def summarize_pending(
@@ -286,31 +290,35 @@ def summarize_pending(
 
     done = 0
     failed: set[int] = set()
-    with ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="article") as pool:
-        while not should_stop() and (limit is None or done < limit):
-            pending = [p for p in store.pending_summaries(batch + len(failed))
-                       if p.id not in failed][:batch]
-            if not pending:
+    while not should_stop() and (limit is None or done < limit):
+        pending = [p for p in store.pending_summaries(batch + len(failed))
+                   if p.id not in failed][:batch]
+        if not pending:
+            break
+        wanted = [p for p in pending if wants_article(p, settings)]
+        articles = dict(workers.unordered(
+            lambda p: (p.id, _fetch_article(fetcher, p)), wanted, settings.workers,
+            should_stop=should_stop, name="article",
+        ))
+        for item in pending:
+            if should_stop():
                 break
-            articles = {p.id: pool.submit(_fetch_article, fetcher, p)
-                        for p in pending if wants_article(p, settings)}
-            for item in pending:
-                if should_stop():
-                    break
-                text = item.article_text if item.article_status == "ok" else None
-                if item.id in articles:
-                    status, article = articles[item.id].result()
-                    store.save_article(item.id, status, article)
-                    text = article
-                text = text or item.content_text or ""
-                try:
-                    summary = summarize(text, language=item.language)
-                except Exception:  # a bug in one summary must not stop the others
-                    log.exception("cannot summarise item %d (%s)", item.id, item.url)
-                    failed.add(item.id)
-                    continue
-                if store.save_summary(item.id, item.content_hash, summary, clock()):
-                    done += 1
+            text = item.article_text if item.article_status == "ok" else None
+            if item.id in articles:
+                status, article = articles[item.id]
+                store.save_article(item.id, status, article)
+                text = article
+            elif item in wanted:
+                continue  # its article fetch was cut short by a stop: next time
+            text = text or item.content_text or ""
+            try:
+                summary = summarize(text, language=item.language)
+            except Exception:  # a bug in one summary must not stop the others
+                log.exception("cannot summarise item %d (%s)", item.id, item.url)
+                failed.add(item.id)
+                continue
+            if store.save_summary(item.id, item.content_hash, summary, clock()):
+                done += 1
     return done
 
 
@@ -318,13 +326,13 @@ def publish_now(settings: Settings, store: Store, *, clock: Clock = utcnow) -> l
     """Write every output file from the database."""
     from aggregator.publish import publish
 
-    categories = {c: store.recent_entries(settings.max_entries, category=c)
+    categories = {c: store.recent_entries(settings.category_max_entries, category=c)
                   for c in store.categories()}
     return publish(
         store.recent_entries(settings.max_entries),
         settings.output,
         subscriptions=store.subscriptions(),
-        categories=categories,
+        category_entries=categories,
         base_url=settings.base_url,
         title=settings.title,
         ttl_minutes=int(settings.interval),

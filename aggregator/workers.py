@@ -1,0 +1,72 @@
+"""A small pool of daemon threads for network work.
+
+Unlike ThreadPoolExecutor, whose threads the interpreter joins at exit, these
+threads never hold up a shutdown: they only fetch and parse, every write
+happens on the caller's thread, so abandoning a fetch in flight loses nothing.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_DONE = object()
+
+
+def unordered(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    workers: int,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    name: str = "worker",
+) -> Iterator[R]:
+    """Yield ``fn(item)`` for every item as each finishes, on up to ``workers``
+    threads. ``fn`` should return errors as values; an exception (a bug) is
+    re-raised here. When ``should_stop()``
+    turns true, no new item starts and the iteration ends at once."""
+    todo: queue.SimpleQueue[T | object] = queue.SimpleQueue()
+    count = 0
+    for item in items:
+        todo.put(item)
+        count += 1
+    if not count:
+        return
+    results: queue.SimpleQueue[tuple[bool, object]] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            item = todo.get()
+            if item is _DONE:
+                return
+            try:
+                results.put((True, fn(item)))  # type: ignore[arg-type]
+            except BaseException as e:  # a bug: hand it to the caller, don't hang it
+                results.put((False, e))
+
+    n = max(1, min(workers, count))
+    for _ in range(n):
+        todo.put(_DONE)
+    for i in range(n):
+        threading.Thread(target=run, name=f"{name}-{i}", daemon=True).start()
+    try:
+        for _ in range(count):
+            while True:
+                if should_stop():
+                    return
+                try:
+                    ok, value = results.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if not ok:
+                    raise value  # type: ignore[misc]
+                yield value  # type: ignore[misc]
+                break
+    finally:
+        stop.set()

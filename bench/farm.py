@@ -1,0 +1,269 @@
+"""A local feed farm: N RSS feeds of M items on 127.0.0.1, each item a one-line
+teaser linking to a full article page, built from real article text (the BBC
+set beside the project when present, generated text otherwise).
+
+Polite-server behaviour a poller can be measured against: ETag and
+Last-Modified with 304 answers, optional latency, request counting, and
+``add_item()`` (or ``POST /_control/add``) to add one new item to every feed.
+
+Run it alone:  python -m bench.farm --feeds 200 --items 30 --port 8800
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import html
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+BBC = SHARED / "data" / "bbc-news-summary" / "News Articles"
+
+_WORDS = (
+    "government minister council plans report market growth city people water energy "
+    "school police court market budget health service week year company prices workers "
+    "officials announced said would could new first last public local national world "
+    "election vote party leader climate rain storm river bridge project cost million "
+    "children families hospital doctors patients study research team scientists data"
+).split()
+
+
+def _read(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252")
+
+
+def load_articles(limit: int, seed: int = 1) -> list[tuple[str, list[str]]]:
+    """(title, paragraphs) pairs: BBC articles when available, else generated."""
+    out: list[tuple[str, list[str]]] = []
+    if BBC.is_dir():
+        files = sorted(BBC.glob("*/*.txt"))
+        random.Random(seed).shuffle(files)
+        for f in files[:limit]:
+            lines = [ln.strip() for ln in _read(f).splitlines()]
+            title, body = lines[0], [p for p in lines[1:] if p]
+            if body:
+                out.append((title, body))
+    rng = random.Random(seed)
+    while len(out) < limit:
+        paras = []
+        for _ in range(rng.randint(5, 9)):
+            sents = []
+            for _ in range(rng.randint(2, 4)):
+                words = [rng.choice(_WORDS) for _ in range(rng.randint(8, 22))]
+                sents.append(" ".join(words).capitalize() + ".")
+            paras.append(" ".join(sents))
+        title = " ".join(rng.choice(_WORDS) for _ in range(6)).capitalize()
+        out.append((title, paras))
+    return out
+
+
+@dataclass
+class _Feed:
+    index: int
+    items: list[tuple[int, int]] = field(default_factory=list)  # (article index, serial)
+    body: bytes = b""
+    etag: str = ""
+    modified: str = ""
+
+
+class Farm:
+    def __init__(self, feeds: int = 200, items: int = 30, *, latency: float = 0.0,
+                 validators: bool = True, seed: int = 1) -> None:
+        self.n_feeds, self.n_items, self.latency = feeds, items, latency
+        self.validators = validators
+        self.articles = load_articles(min(feeds * items + 50, 2225), seed)
+        self.start = datetime(2026, 11, 1, tzinfo=UTC)
+        self.serial = 0
+        self.feeds = [_Feed(i) for i in range(feeds)]
+        self.lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.conditional: Counter[str] = Counter()
+        self.user_agents: Counter[str] = Counter()
+        self.server: ThreadingHTTPServer | None = None
+        self.base = ""
+        for feed in self.feeds:
+            for _ in range(items):
+                self._push(feed)
+            self._render(feed)
+
+    def _push(self, feed: _Feed) -> None:
+        self.serial += 1
+        art = (feed.index * 7919 + self.serial) % len(self.articles)
+        feed.items.insert(0, (art, self.serial))
+
+    def _render(self, feed: _Feed) -> None:
+        base = self.base or "http://127.0.0.1"
+        out = ['<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>',
+               f"<title>Farm feed {feed.index}</title><link>{base}/</link>",
+               "<description>A feed of the local farm</description><language>en-gb</language>"]
+        for art, serial in feed.items:
+            title, paras = self.articles[art]
+            when = self.start + timedelta(minutes=serial)
+            teaser = paras[0].split(". ")[0]
+            out.append(
+                f"<item><title>{html.escape(title)}</title>"
+                f"<link>{base}/article/{feed.index}/{serial}.html</link>"
+                f'<guid isPermaLink="false">farm-{feed.index}-{serial}</guid>'
+                f"<pubDate>{format_datetime(when)}</pubDate>"
+                f"<description>{html.escape(teaser)}</description></item>"
+            )
+        out.append("</channel></rss>")
+        feed.body = "".join(out).encode("utf-8")
+        feed.etag = '"' + hashlib.sha1(feed.body).hexdigest()[:16] + '"'
+        feed.modified = format_datetime(datetime.now(UTC), usegmt=True)
+
+    def add_item(self) -> None:
+        """One new item at the top of every feed."""
+        with self.lock:
+            for feed in self.feeds:
+                self._push(feed)
+                self._render(feed)
+
+    def article_page(self, feed_index: int, serial: int) -> bytes | None:
+        feed = self.feeds[feed_index] if 0 <= feed_index < len(self.feeds) else None
+        if feed is None:
+            return None
+        for art, s in feed.items:
+            if s == serial:
+                title, paras = self.articles[art]
+                body = "".join(f"<p>{html.escape(p)}</p>" for p in paras)
+                return (
+                    "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+                    f"<title>{html.escape(title)}</title></head><body>"
+                    "<nav><a href='/'>Home</a> <a href='/news'>News</a></nav>"
+                    f"<main><article><h1>{html.escape(title)}</h1>{body}</article></main>"
+                    "<footer>Farm News, local test server</footer></body></html>"
+                ).encode("utf-8")
+        return None
+
+    def opml(self) -> str:
+        lines = ['<?xml version="1.0" encoding="UTF-8"?>', '<opml version="2.0"><head>'
+                 "<title>farm</title></head><body>"]
+        for i in range(len(self.feeds)):
+            lines.append(f'<outline text="Farm {i}" xmlUrl="{self.base}/feed/{i}.xml"/>')
+        lines.append("</body></opml>")
+        return "\n".join(lines)
+
+    # --- serving -----------------------------------------------------------------------
+
+    def serve(self, port: int = 0) -> Farm:
+        farm = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                if self.path == "/_control/add":
+                    farm.add_item()
+                    self._send(200, b"ok", "text/plain")
+                else:
+                    self._send(404, b"not found", "text/plain")
+
+            def do_GET(self) -> None:
+                if farm.latency:
+                    time.sleep(farm.latency)
+                path = self.path.split("?")[0]
+                with farm.lock:
+                    farm.requests[path] += 1
+                    farm.user_agents[self.headers.get("User-Agent", "")] += 1
+                    if self.headers.get("If-None-Match") or self.headers.get("If-Modified-Since"):
+                        farm.conditional[path] += 1
+                if path.startswith("/feed/") and path.endswith(".xml"):
+                    try:
+                        feed = farm.feeds[int(path[6:-4])]
+                    except (ValueError, IndexError):
+                        return self._send(404, b"no such feed", "text/plain")
+                    with farm.lock:
+                        body, etag, modified = feed.body, feed.etag, feed.modified
+                    if farm.validators:
+                        inm = self.headers.get("If-None-Match")
+                        if inm is not None and inm == etag:
+                            return self._send(304, b"", None, etag, modified)
+                        return self._send(200, body, "application/rss+xml", etag, modified)
+                    return self._send(200, body, "application/rss+xml")
+                if path.startswith("/article/"):
+                    try:
+                        f, s = path[9:].removesuffix(".html").split("/")
+                        page = farm.article_page(int(f), int(s))
+                    except ValueError:
+                        page = None
+                    if page is None:
+                        return self._send(404, b"no such article", "text/plain")
+                    return self._send(200, page, "text/html; charset=utf-8")
+                if path == "/farm.opml":
+                    return self._send(200, farm.opml().encode(), "text/x-opml")
+                self._send(404, b"not found", "text/plain")
+
+            def _send(self, status: int, body: bytes, ctype: str | None,
+                      etag: str | None = None, modified: str | None = None) -> None:
+                self.send_response(status)
+                if ctype:
+                    self.send_header("Content-Type", ctype)
+                if etag:
+                    self.send_header("ETag", etag)
+                if modified:
+                    self.send_header("Last-Modified", modified)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD" and status != 304:
+                    self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        with self.lock:
+            for feed in self.feeds:
+                self._render(feed)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def __enter__(self) -> Farm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def write_opml(self, path: Path) -> Path:
+        path.write_text(self.opml(), encoding="utf-8")
+        return path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Serve a local feed farm.")
+    p.add_argument("--feeds", type=int, default=200)
+    p.add_argument("--items", type=int, default=30)
+    p.add_argument("--port", type=int, default=8800)
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--no-validators", action="store_true")
+    args = p.parse_args()
+    farm = Farm(args.feeds, args.items, latency=args.latency,
+                validators=not args.no_validators).serve(args.port)
+    print(f"farm: {args.feeds} feeds x {args.items} items at {farm.base}/farm.opml", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        farm.stop()
+
+
+if __name__ == "__main__":
+    main()
