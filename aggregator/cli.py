@@ -262,14 +262,15 @@ def cmd_remove(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_import(args: argparse.Namespace, settings: config.Settings) -> int:
-    from aggregator.fetch import PAGE_ACCEPT
+    from aggregator.fetch import PAGE_ACCEPT, host_of
     from aggregator.store import Store
     from aggregator.update import make_fetcher, sync_subscriptions, utcnow
 
     source = args.source
     if source.startswith(("http://", "https://")):
         with make_fetcher(settings) as fetcher:
-            res = fetcher.get(source, accept="text/x-opml, application/xml, " + PAGE_ACCEPT)
+            res = fetcher.get(source, accept="text/x-opml, application/xml, " + PAGE_ACCEPT,
+                              trusted_host=host_of(source))
         data = res.body or b""
     else:
         try:

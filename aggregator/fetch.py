@@ -249,11 +249,11 @@ class Fetcher:
 
     def _follow(self, url: str, etag: str | None, last_modified: str | None,
                 trusted_host: str | None, accept: str, start: float) -> FetchResult:
-        headers: dict[str, str | bytes] = {"Accept": accept}
+        headers = {b"Accept": accept.encode("latin-1")}
         if etag:
-            headers["If-None-Match"] = _raw(etag)
+            headers[b"If-None-Match"] = _raw(etag)
         if last_modified:
-            headers["If-Modified-Since"] = _raw(last_modified)
+            headers[b"If-Modified-Since"] = _raw(last_modified)
         current = url
         visited = {url}
         permanent = True
@@ -287,7 +287,7 @@ class Fetcher:
             raise HTTPStatusError(status, f"HTTP {status}", resp_headers)
         raise RedirectError(f"more than {self.limits.max_redirects} redirects")
 
-    def _one(self, url: str, headers: dict[str, str | bytes],
+    def _one(self, url: str, headers: dict[bytes, bytes],
              ) -> tuple[int, dict[str, str], bytes | None]:
         cap = self.limits.max_bytes
         try:

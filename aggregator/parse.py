@@ -50,9 +50,10 @@ _WIDE_BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
 )
+# no BOM: the first "<" tells (XML starts with "<", maybe after a BOM)
 _WIDE_NO_BOM = (
     (b"<\x00\x00\x00", "utf-32-le"), (b"\x00\x00\x00<", "utf-32-be"),
-    (b"<\x00?\x00", "utf-16-le"), (b"\x00<\x00?", "utf-16-be"),
+    (b"<\x00", "utf-16-le"), (b"\x00<", "utf-16-be"),
 )
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?\?>", re.IGNORECASE)
 _DECL_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)""",
@@ -189,8 +190,8 @@ def _declared_charset(body: bytes, headers: dict[str, str]) -> str | None:
     m = _HEADER_CHARSET.search(headers.get("content-type", ""))
     if m:
         return m.group(1).lower()
-    m = _DECL_ENCODING.match(body[:512])
-    return m.group(1).decode("ascii").lower() if m else None
+    decl = _DECL_ENCODING.match(body[:512])
+    return decl.group(1).decode("ascii").lower() if decl else None
 
 
 def guess_charset(body: bytes) -> str:

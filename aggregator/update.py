@@ -312,7 +312,7 @@ def summarize_pending(
                 continue  # its article fetch was cut short by a stop: next time
             text = text or item.content_text or ""
             try:
-                summary = summarize(text, language=item.language)
+                summary = summarize(text, language=item.language, title=item.title)
             except Exception:  # a bug in one summary must not stop the others
                 log.exception("cannot summarise item %d (%s)", item.id, item.url)
                 failed.add(item.id)
