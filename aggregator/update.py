@@ -129,6 +129,9 @@ def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime) -> _Fetched
         return _Fetched(feed, result, parsed, body_hash)
     except (FetchError, ParseError) as e:
         return _Fetched(feed, error=e)
+    except Exception as e:  # a bug: record it on this feed, keep polling the others
+        log.exception("%s: internal error", feed.url)
+        return _Fetched(feed, error=AggregatorError(f"internal error: {type(e).__name__}: {e}"))
 
 
 def run_pass(
@@ -196,8 +199,8 @@ def _record(store: Store, fetched: _Fetched, pol: decide.PollPolicy, now: dateti
         next_fetch=next_fetch,
     )
     kind = "new" if counts.new or counts.changed else "unchanged"
-    return FeedOutcome(feed.url, fetched.parsed.title if fetched.parsed and not feed.title
-                       else feed.name, kind, res.status, counts.new, counts.changed,
+    name = (fetched.parsed.title if fetched.parsed and not feed.title else None) or feed.name
+    return FeedOutcome(feed.url, name, kind, res.status, counts.new, counts.changed,
                        moved_to=res.permanent_url)
 
 

@@ -1,0 +1,266 @@
+"""aggregator.fetch: the address guard and the Fetcher's own limits, against real
+servers on 127.0.0.1.
+
+Network rule for this file: nothing is ever sent anywhere but 127.0.0.1. The
+refusals of 10.x, 169.254.x and the like are asserted as BlockedAddressError
+raised before any connection; if the guard had a bug, the connect would
+instead fail after the short connect timeout with a NetworkError, and the
+test would fail on the error's type without hanging.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+
+import pytest
+from hostile_servers import RawServer, answers, endless, head, rss
+
+from aggregator import fetch
+from aggregator.errors import (
+    BlockedAddressError,
+    FetchError,
+    NetworkError,
+    RedirectError,
+    TooLargeError,
+)
+from aggregator.fetch import Fetcher, GuardedBackend, Limits, check_url, host_of, is_public
+
+FEED = rss("Guarded", ("one", "http://127.0.0.1/1"))
+FAST = Limits(connect_timeout=0.5, timeout=2.0, max_bytes=256 * 1024, user_agent="t")
+
+REFUSED = [
+    "http://169.254.169.254/latest/meta-data/",
+    "file:///etc/passwd",
+    "ftp://127.0.0.1/feed.xml",
+    "gopher://127.0.0.1/",
+    "http://10.0.0.1/feed.xml",
+    "http://192.168.1.1/",
+    "http://172.16.0.1/",
+    "http://100.64.0.1/",  # carrier-grade NAT
+    "http://0.0.0.0/",
+    "http://[::1]/feed.xml",
+    "http://[::ffff:10.0.0.1]/",  # IPv4-mapped private address
+    "http://[fe80::1]/",
+    "http://[fc00::1]/",
+    "http://224.0.0.1/",
+    "http://localhost/feed.xml",
+    "http://127.0.0.1/feed.xml",
+    "http://127.1/feed.xml",  # another spelling of loopback
+    "http://2130706433/",  # 127.0.0.1 as a number
+    "javascript:alert(1)",
+    "data:text/xml,<rss/>",
+    "http:///no-host",
+    "http://[::1/broken",
+]
+
+
+@pytest.mark.parametrize("url", REFUSED)
+def test_check_url_refuses(url: str) -> None:
+    with pytest.raises(BlockedAddressError):
+        check_url(url, trusted_host=None)
+    with pytest.raises(BlockedAddressError):
+        check_url(url, trusted_host="feeds.example.org")
+
+
+@pytest.mark.parametrize("url", REFUSED)
+def test_fetcher_refuses_before_connecting(url: str) -> None:
+    with Fetcher(FAST) as fetcher:
+        start = time.monotonic()
+        with pytest.raises(BlockedAddressError):
+            fetcher.get(url, trusted_host="feeds.example.org")
+        assert time.monotonic() - start < 0.4  # no connect attempt ran into its timeout
+
+
+def test_trusted_host_may_be_loopback() -> None:
+    check_url("http://localhost/feed.xml", trusted_host="localhost")
+    check_url("http://127.0.0.1:8080/feed.xml", trusted_host="127.0.0.1")
+    # the exemption is for the host only, never for another scheme
+    with pytest.raises(BlockedAddressError):
+        check_url("file://localhost/etc/passwd", trusted_host="localhost")
+
+
+def test_public_addresses_pass_the_check() -> None:
+    # only classification: nothing is sent
+    assert is_public("93.184.216.34")
+    assert is_public("2606:2800:220:1:248:1893:25c8:1946")
+    for ip in (
+        "127.0.0.1",
+        "10.1.2.3",
+        "169.254.169.254",
+        "::1",
+        "::ffff:192.168.0.1",
+        "fe80::1%eth0",
+        "224.0.0.251",
+        "255.255.255.255",
+    ):
+        assert not is_public(ip), ip
+
+
+def test_host_of_never_raises() -> None:
+    assert host_of("http://LOCALHOST:80/x") == "localhost"
+    assert host_of("http://[::1/broken") == ""
+    assert host_of("not a url") == ""
+
+
+def test_trusted_host_fetch_works() -> None:
+    with RawServer(answers(FEED)) as server, Fetcher(FAST) as fetcher:
+        res = fetcher.get(server.url(), trusted_host="127.0.0.1")
+    assert res.status == 200 and res.body == FEED
+    assert len(server.requests) == 1
+
+
+def test_untrusted_loopback_gets_no_request() -> None:
+    with RawServer(answers(FEED)) as server, Fetcher(FAST) as fetcher:
+        with pytest.raises(BlockedAddressError):
+            fetcher.get(server.url(), trusted_host=None)
+        with pytest.raises(BlockedAddressError):
+            fetcher.get(server.url(host="localhost"), trusted_host="127.0.0.1")
+        time.sleep(0.1)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://localhost:{port}/feed.xml",  # another name for loopback
+        "http://127.1:{port}/feed.xml",
+        "http://[::1]:{port}/feed.xml",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "file:///etc/passwd",
+    ],
+)
+def test_redirect_from_trusted_host_to_internal_address_is_refused(target: str) -> None:
+    with RawServer(answers(FEED)) as second:
+        location = target.format(port=second.port)
+        redirect = answers(b"", status="302 Found", headers=[("Location", location)])
+        with RawServer(redirect) as first, Fetcher(FAST) as fetcher:
+            start = time.monotonic()
+            with pytest.raises(BlockedAddressError):
+                fetcher.get(first.url(), trusted_host="127.0.0.1")
+            assert time.monotonic() - start < 0.4
+        time.sleep(0.1)
+        assert len(first.requests) == 1
+        assert second.requests == []  # the refusal came before any connection
+
+
+def test_relative_redirect_on_the_trusted_host_is_followed() -> None:
+    def handler(server: RawServer, conn, request: bytes) -> None:  # type: ignore[no-untyped-def]
+        if request.startswith(b"GET /old"):
+            conn.sendall(head("302 Found", [("Location", "/new"), ("Content-Length", "0")]))
+        else:
+            conn.sendall(head(headers=[("Content-Length", str(len(FEED)))]) + FEED)
+
+    with RawServer(handler) as server, Fetcher(FAST) as fetcher:
+        res = fetcher.get(server.url("/old"), trusted_host="127.0.0.1")
+    assert res.body == FEED
+    assert res.final_url == server.url("/new")
+    assert res.permanent_url is None  # 302 is not a move
+
+
+def test_connect_time_guard_refuses_an_untrusted_loopback_name() -> None:
+    """The second layer: even when a URL slipped past check_url (a DNS answer
+    that changed between check and connect), the backend checks the address it
+    is about to connect to."""
+    with RawServer(answers(FEED)) as server:
+        backend = GuardedBackend()
+        with pytest.raises(BlockedAddressError):
+            backend.connect_tcp("localhost", server.port, timeout=0.5)
+        with pytest.raises(BlockedAddressError):
+            backend.connect_tcp("127.0.0.1", server.port, timeout=0.5)
+        time.sleep(0.1)
+        assert server.requests == []
+        fetch._local.trusted_host = "127.0.0.1"
+        try:
+            stream = backend.connect_tcp("127.0.0.1", server.port, timeout=0.5)
+            stream.close()
+        finally:
+            fetch._local.trusted_host = None
+
+
+def test_redirect_limit_and_loop() -> None:
+    def chain(server: RawServer, conn, request: bytes) -> None:  # type: ignore[no-untyped-def]
+        n = int(request.split(b" ")[1].strip(b"/") or 0)
+        conn.sendall(
+            head("307 Temporary Redirect", [("Location", f"/{n + 1}"), ("Content-Length", "0")])
+        )
+
+    def loop(server: RawServer, conn, request: bytes) -> None:  # type: ignore[no-untyped-def]
+        nxt = "/b" if request.startswith(b"GET /a") else "/a"
+        conn.sendall(head("301 Moved Permanently", [("Location", nxt), ("Content-Length", "0")]))
+
+    limits = Limits(connect_timeout=0.5, timeout=2.0, max_redirects=3)
+    with RawServer(chain) as server, Fetcher(limits) as fetcher:
+        with pytest.raises(RedirectError, match="more than 3 redirects"):
+            fetcher.get(server.url("/0"), trusted_host="127.0.0.1")
+        assert len(server.requests) == 4  # the first request and three redirects
+    with RawServer(loop) as server, Fetcher(limits) as fetcher:
+        with pytest.raises(RedirectError, match="loop"):
+            fetcher.get(server.url("/a"), trusted_host="127.0.0.1")
+        assert len(server.requests) == 2
+
+
+def test_bad_location_is_a_fetch_error() -> None:
+    redirect = answers(b"", status="302 Found", headers=[("Location", "http://[::1/broken")])
+    with RawServer(redirect) as server, Fetcher(FAST) as fetcher:
+        with pytest.raises(FetchError):
+            fetcher.get(server.url(), trusted_host="127.0.0.1")
+
+
+def test_invalid_url_is_a_fetch_error_not_a_crash() -> None:
+    with Fetcher(FAST) as fetcher:
+        for url in ("http://127.0.0.1:abc/feed", "http://127.0.0.1/\x00"):
+            with pytest.raises(FetchError):
+                fetcher.get(url, trusted_host="127.0.0.1")
+
+
+def test_size_cap_counts_decoded_bytes() -> None:
+    bomb = gzip.compress(b"<rss>" + b" " * (20 * 1024 * 1024))  # ~20 KB on the wire
+    assert len(bomb) < FAST.max_bytes
+    with (
+        RawServer(answers(bomb, headers=[("Content-Encoding", "gzip")])) as server,
+        Fetcher(FAST) as fetcher,
+    ):
+        with pytest.raises(TooLargeError):
+            fetcher.get(server.url(), trusted_host="127.0.0.1")
+
+
+def test_declared_length_over_the_cap_is_refused_at_once() -> None:
+    handler = endless(FEED[:64], declare=200 * 1024 * 1024)
+    with RawServer(handler) as server, Fetcher(FAST) as fetcher:
+        start = time.monotonic()
+        with pytest.raises(TooLargeError, match="209715200"):
+            fetcher.get(server.url(), trusted_host="127.0.0.1")
+        assert time.monotonic() - start < 1.0
+
+
+def test_waiting_for_a_host_slot_does_not_eat_the_deadline() -> None:
+    """per_host=1: the third request waits two holds for its slot, longer than
+    the deadline, yet each exchange itself is quick: all three succeed."""
+    limits = Limits(connect_timeout=0.5, timeout=1.0, per_host=1)
+    with RawServer(answers(FEED, delay=0.6)) as server, Fetcher(limits) as fetcher:
+        results: list[object] = []
+
+        def get() -> None:
+            try:
+                results.append(fetcher.get(server.url(), trusted_host="127.0.0.1").status)
+            except FetchError as e:
+                results.append(e)
+
+        threads = [threading.Thread(target=get) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    assert results == [200, 200, 200]
+
+
+def test_deadline_cuts_a_slow_exchange() -> None:
+    limits = Limits(connect_timeout=0.5, timeout=1.0)
+    with RawServer(answers(FEED, delay=5)) as server, Fetcher(limits) as fetcher:
+        start = time.monotonic()
+        with pytest.raises(NetworkError, match="timed out"):
+            fetcher.get(server.url(), trusted_host="127.0.0.1")
+        assert time.monotonic() - start < 2.0
