@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import os
-import re
 import socket
 import socketserver
 import stat
@@ -35,201 +34,36 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from aggregator.errors import ConfigError
+from aggregator.httprules import (  # noqa: F401 - re-exported for callers
+    ALLOW,
+    CACHE_BUDGET,
+    CSP,
+    GZIP_OVER,
+    MAX_HEADER_BYTES,
+    MAX_HEADER_LINES,
+    MAX_REQUEST_LINE,
+    Refused,
+    accepts_gzip,
+    compressible,
+    content_type,
+    is_xml,
+    none_match,
+    not_modified_since,
+    resolve,
+    split_target,
+)
 
 log = logging.getLogger("aggregator.serve")
 
 HealthCheck = Callable[[], tuple[bool, str]]
-
-MAX_REQUEST_LINE = 8 * 1024
-MAX_HEADER_BYTES = 16 * 1024
-MAX_HEADER_LINES = 64
-GZIP_OVER = 256  # smaller bodies grow when gzipped
-CACHE_BUDGET = 32 * 1024 * 1024  # bytes of file bodies kept in memory
-ALLOW = "GET, HEAD"
-
-# Feeds by name first (anywhere in the tree), then by suffix.
-_TYPES_BY_NAME = {
-    "rss.xml": "application/rss+xml; charset=utf-8",
-    "atom.xml": "application/atom+xml; charset=utf-8",
-    "feed.json": "application/feed+json; charset=utf-8",
-}
-_TYPES_BY_SUFFIX = {
-    ".html": "text/html; charset=utf-8",
-    ".htm": "text/html; charset=utf-8",
-    ".opml": "text/x-opml; charset=utf-8",
-    ".xml": "application/xml; charset=utf-8",
-    ".xsl": "text/xsl; charset=utf-8",
-    ".json": "application/json; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".txt": "text/plain; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".ico": "image/x-icon",
-}
-_DEFAULT_TYPE = "application/octet-stream"
-
-# No script may ever run from this origin. Not sent on XML: a browser applies
-# CSP to a feed's <?xml-stylesheet?> too, and a publisher may use one.
-CSP = (
-    "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-
-
-def content_type(name: str) -> str:
-    """The Content-Type for a file name, from a fixed table (not /etc/mime.types)."""
-    if name in _TYPES_BY_NAME:
-        return _TYPES_BY_NAME[name]
-    return _TYPES_BY_SUFFIX.get(os.path.splitext(name)[1].lower(), _DEFAULT_TYPE)
-
-
-def _compressible(ctype: str) -> bool:
-    base = ctype.split(";", 1)[0]
-    return base.startswith("text/") or base.endswith(("xml", "json"))
-
-
-def _is_xml(ctype: str) -> bool:
-    base = ctype.split(";", 1)[0]
-    return base.endswith("xml") or base == "text/xsl"
-
-
-# --- request target -> file -------------------------------------------------
-
-
-class _Refused(Exception):
-    """A request target that maps to no file; args[0] is the status to answer."""
-
-
-def split_target(target: str) -> tuple[list[str], bool]:
-    """Request target -> (decoded path segments, ends with '/').
-
-    Raises _Refused(400) for targets no honest client sends (dot segments,
-    encoded slashes, control characters, bad UTF-8, no leading '/') and
-    _Refused(404) for dotfiles and empty segments. The absolute-form
-    (``http://host/path``) is accepted as RFC 9112 3.2.2 requires; the
-    host is ignored.
-    """
-    if target[:8].lower().startswith(("http://", "https://")):
-        rest = target.split("/", 3)
-        target = "/" + (rest[3] if len(rest) > 3 else "")
-    if not target.startswith("/"):
-        raise _Refused(HTTPStatus.BAD_REQUEST)
-    path = target.split("?", 1)[0].split("#", 1)[0]
-    raw = path.split("/")[1:]
-    trailing = raw[-1] == ""
-    if trailing:
-        raw.pop()
-    segments: list[str] = []
-    for part in raw:
-        if part == "":
-            raise _Refused(HTTPStatus.NOT_FOUND)
-        try:
-            seg = unquote(part, encoding="utf-8", errors="strict")
-        except UnicodeDecodeError:
-            raise _Refused(HTTPStatus.BAD_REQUEST) from None
-        if seg in (".", "..") or "/" in seg or "\\" in seg:
-            raise _Refused(HTTPStatus.BAD_REQUEST)
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in seg):
-            raise _Refused(HTTPStatus.BAD_REQUEST)
-        if seg.startswith("."):
-            raise _Refused(HTTPStatus.NOT_FOUND)
-        segments.append(seg)
-    return segments, trailing
-
-
-def _inside(path: str, root: str) -> bool:
-    """True when path is root or below it, through no dot-named component."""
-    if path == root:
-        return True
-    return not any(p.startswith(".") for p in os.path.relpath(path, root).split(os.sep))
-
-
-def resolve(root: Path, segments: list[str], trailing: bool) -> str | None:
-    """Segments -> the real path of a regular file inside root, or None.
-
-    Symlinks are followed, then the result must still lie inside the real
-    root and name no dotfile; a directory yields its index.html. Returns
-    "" for a directory asked for without its trailing slash (the caller
-    redirects). The root is resolved on every call so that swapping it
-    (a symlink to the latest release) takes effect at once.
-    """
-    try:
-        real_root = os.path.realpath(root, strict=True)
-        real = os.path.realpath(os.path.join(real_root, *segments), strict=True)
-        if not _inside(real, real_root):
-            return None
-        st = os.stat(real)
-        if stat.S_ISDIR(st.st_mode):
-            index = os.path.realpath(os.path.join(real, "index.html"), strict=True)
-            if not _inside(index, real_root) or not stat.S_ISREG(os.stat(index).st_mode):
-                return None
-            return index if trailing or not segments else ""
-        if trailing or not stat.S_ISREG(st.st_mode):
-            return None
-        return real
-    except (OSError, ValueError):  # missing, loop, name too long, ...
-        return None
-
-
-# --- conditional requests and content negotiation ---------------------------
-
-_ETAG_RE = re.compile(r'(?:W/)?"([^"]*)"')
-
-
-def _none_match(values: list[str], etag: str) -> bool:
-    """If-None-Match uses the weak comparison (RFC 9110 13.1.2)."""
-    opaque = etag.removeprefix("W/")
-    for value in values:
-        if value.strip() == "*":
-            return True
-        if any(f'"{tag}"' == opaque for tag in _ETAG_RE.findall(value)):
-            return True
-    return False
-
-
-def _not_modified_since(value: str, mtime: float) -> bool:
-    try:
-        since = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return False  # an invalid date is ignored (RFC 9110 13.1.3)
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    return int(mtime) <= since.timestamp()
-
-
-def accepts_gzip(value: str | None) -> bool:
-    """True when Accept-Encoding allows gzip (explicitly or by '*', q > 0)."""
-    if not value:
-        return False
-    qs: dict[str, float] = {}
-    for item in value.split(","):
-        coding, _, params = item.strip().partition(";")
-        q = 1.0
-        for param in params.split(";"):
-            key, _, val = param.strip().partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(val)
-                except ValueError:
-                    q = 0.0
-        qs[coding.strip().lower()] = q
-    for name in ("gzip", "x-gzip"):
-        if name in qs:
-            return qs[name] > 0
-    return qs.get("*", 0.0) > 0
-
 
 # --- file bodies, hashed once per version ------------------------------------
 
@@ -562,7 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _common_headers(self, ctype: str) -> None:
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
-        if not _is_xml(ctype):
+        if not is_xml(ctype):
             self.send_header("Content-Security-Policy", CSP)
         if ctype.startswith("text/html"):
             self.send_header("X-Frame-Options", "DENY")
@@ -613,7 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         try:
             segments, trailing = split_target(self.path)
-        except _Refused as e:
+        except Refused as e:
             self._error(e.args[0])
             return
         if segments == ["healthz"] and not trailing:
@@ -671,7 +505,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = _Body(f.read())
                 self.server.bodies.put(key, body)
         ctype = content_type(os.path.basename(path))
-        vary = _compressible(ctype)
+        vary = compressible(ctype)
         gzip_ok = vary and len(body.data) > GZIP_OVER
         if gzip_ok and accepts_gzip(self.headers.get("Accept-Encoding")):
             data, etag = body.gzipped()
@@ -690,10 +524,10 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         inm = self.headers.get_all("If-None-Match")
         if inm:
-            fresh = _none_match(inm, etag)
+            fresh = none_match(inm, etag)
         else:
             ims = self.headers.get_all("If-Modified-Since") or []
-            fresh = len(ims) == 1 and _not_modified_since(ims[0], mtime)
+            fresh = len(ims) == 1 and not_modified_since(ims[0], mtime)
         self.send_response(HTTPStatus.NOT_MODIFIED if fresh else HTTPStatus.OK)
         self.send_header("ETag", etag)
         self.send_header("Last-Modified", formatdate(mtime, usegmt=True))

@@ -17,7 +17,9 @@ from bench.farm import Farm
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "aggregator", *args], capture_output=True,
                           text=True, cwd=tmp_path, timeout=60, env=env)
 
@@ -29,7 +31,7 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme():
     assert set(sub.choices) == set(COMMANDS)
     for name, p in sub.choices.items():
         text = p.format_help()
-        assert "example:" in text and f"aggregator" in text, name
+        assert "example:" in text and "aggregator" in text, name
         assert p.description, name
         assert re.search(rf"aggregator [^\n]*\b{name}\b", readme), f"{name} not in README"
 
