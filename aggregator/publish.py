@@ -76,13 +76,37 @@ def entry_id(entry: Entry) -> str:
     return f"urn:uuid:{uuid.uuid5(_ID_NAMESPACE, name)}"
 
 
+_RAW_TEXT_START = re.compile(
+    r"<(script|style|textarea|title|xmp|iframe|noembed|noframes|noscript|plaintext)\b",
+    re.IGNORECASE,
+)
+_TAG_LIKE = re.compile(r"<(/?[A-Za-z!?][^<>]*)>")
+
+
+def _unclosed_raw_text_as_text(value: str) -> str:
+    """Escape the "<" of a <script>/<style>/... that is never closed: in a one-line field
+    it is a word ("the <script> tag"), and an HTML parser would swallow the rest of the
+    line as the element's content."""
+
+    def fix(m: re.Match[str]) -> str:
+        end = re.compile(rf"</{m.group(1)}\s*>", re.IGNORECASE)
+        return m.group(0) if end.search(value, m.end()) else "&lt;" + m.group(0)[1:]
+
+    return _RAW_TEXT_START.sub(fix, value)
+
+
 def clean_text(value: str | None) -> str:
-    """One line of plain text: no markup, no characters XML can't carry, spaces collapsed."""
+    """One line of plain text: no markup, no characters XML can't carry, spaces collapsed.
+
+    Markup is stripped to its text; what only looks like a tag once decoded (a title
+    about "the <script> tag") keeps its words, with its angle brackets shown as
+    ‹ › so that no reader rendering the line as HTML can take it for markup."""
     if not value:
         return ""
     value = _XML_INVALID.sub("", value)
     if _LOOKS_LIKE_MARKUP.search(value):
-        value = html.unescape(nh3.clean(value, tags=set()))
+        value = html.unescape(nh3.clean(_unclosed_raw_text_as_text(value), tags=set()))
+        value = _TAG_LIKE.sub("‹\\1›", value)
         value = _XML_INVALID.sub("", value)
     return " ".join(value.split())
 
