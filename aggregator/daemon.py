@@ -1,16 +1,24 @@
 """The daemon: APScheduler (3.x) drives the passes, signals steer it, systemd
 hears about it.
 
-Three jobs, each on its own executor so one never waits for another:
+Jobs, each on its own executor so one never waits for another:
 
-    poll       every ``tick`` s: sync feeds.opml, poll the due feeds, store
+    poll       every ``tick`` s: sync feeds.opml, poll the due feeds, store, publish
     summaries  works off the summary backlog (article fetch + summarise), then publishes
-    (publish)  after a poll pass that changed something
+    heartbeat  tells the watchdog the scheduler is alive (only under WatchdogSec=)
 
-Signals only set flags; the main thread acts on them. SIGTERM/SIGINT: stop
-starting work, let the jobs finish their current transaction, close the
-database, exit 0 (a second one exits at once). SIGHUP: reload the config and
+Signal handlers only set plain attributes (no locks: a handler runs between
+two bytecodes of the main thread, maybe inside Event.wait()); the main loop
+looks at them five times a second. SIGTERM/SIGINT: stop starting work, let
+the jobs finish their current transaction (at most ``STOP_GRACE`` s: after
+that we exit anyway, SQLite rolls an unfinished transaction back), close the
+database, exit 0; a second one exits at once. SIGHUP: reload the config and
 feeds.opml, keeping every bit of state (it lives in the database).
+
+The watchdog pings systemd only while the scheduler runs its heartbeat and no
+update pass has gone a whole watchdog interval without finishing a feed: a
+pass stuck on a server that never answers stops the pings, a slow pass that
+keeps finishing feeds does not.
 """
 
 from __future__ import annotations
@@ -18,27 +26,113 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from aggregator import config
 from aggregator.config import Settings
 from aggregator.errors import AggregatorError
+from aggregator.fetch import Fetcher
 from aggregator.notify import Notifier, Watchdog, watchdog_interval
 from aggregator.store import Store
-from aggregator.update import make_fetcher, publish_now, run_pass, summarize_pending, utcnow
+from aggregator.update import (
+    make_fetcher,
+    publish_now,
+    run_pass,
+    summarize_pending,
+    sync_subscriptions,
+    utcnow,
+)
 
 log = logging.getLogger("aggregator.daemon")
 
-TICK = 30.0  # seconds between looks at which feeds are due
+TICK = 30.0  # longest wait between looks at which feeds are due
+MIN_TICK = 1.0
 SUMMARY_TICK = 15.0
+STOP_GRACE = 6.0  # s for jobs in flight at shutdown; the unit's TimeoutStopSec= is 10
+SUMMARY_BATCH = 50
+# Settings that only take effect on a restart: a reload keeps the running values.
+RESTART_ONLY = ("db", "output", "serve", "host", "port")
+FETCH_SETTINGS = ("connect_timeout", "timeout", "max_bytes", "max_redirects", "per_host",
+                  "user_agent", "workers")
+
+
+def poll_tick(settings: Settings, upper: float = TICK) -> float:
+    """Seconds between looks at which feeds are due: a feed on the shortest
+    interval is polled at most a quarter of that interval late."""
+    return min(upper, max(MIN_TICK, settings.min_interval * 60 / 4))
+
+
+class _Job:
+    """A scheduler job that never overlaps itself and can be asked to run soon.
+
+    While it runs, its trigger is paused: APScheduler would otherwise try to
+    start it again at every tick of a long pass and log a warning each time
+    (max_instances=1). ``soon()`` runs it now, or once more right after the run
+    in progress (a SIGHUP or new items arriving mid-run would otherwise wait a
+    whole tick). APScheduler counts a run as over only after it returned, so
+    ``finished()`` is called from its EVENT_JOB_EXECUTED/ERROR listener.
+    """
+
+    def __init__(self, scheduler: BackgroundScheduler, job_id: str,
+                 body: Callable[[], None]) -> None:
+        self.scheduler = scheduler
+        self.id = job_id
+        self.body = body
+        self.idle = threading.Event()  # the body is not running
+        self.idle.set()
+        self._lock = threading.Lock()
+        self._running = False  # from the start of a run until APScheduler saw it end
+        self._again = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            self._running = True
+            self.idle.clear()
+        self._call_scheduler("pause_job")
+        try:
+            while True:
+                with self._lock:
+                    self._again = False
+                self.body()
+                with self._lock:
+                    if not self._again:
+                        break
+        finally:
+            self._call_scheduler("resume_job")  # next run: the trigger's next tick
+            self.idle.set()
+
+    def finished(self) -> None:
+        with self._lock:
+            self._running = False
+            again, self._again = self._again, False
+        if again:  # asked for after the body's last look
+            self._call_scheduler("modify_job", next_run_time=datetime.now(UTC))
+
+    def soon(self) -> None:
+        with self._lock:
+            if self._running:
+                self._again = True
+                return
+        self._call_scheduler("modify_job", next_run_time=datetime.now(UTC))
+
+    def _call_scheduler(self, method: str, **changes: Any) -> None:
+        try:
+            getattr(self.scheduler, method)(self.id, **changes)
+        except Exception:  # noqa: BLE001 - the job is gone only when shutting down
+            pass
 
 
 class Daemon:
@@ -47,102 +141,129 @@ class Daemon:
         self.settings = settings
         self.config_file = config_file
         self.flags = flags or {}
-        self.tick = tick
+        self.max_tick = tick
+        self.tick = poll_tick(settings, tick)
         self.notifier = Notifier()
-        self._stop = threading.Event()
-        self._reload = threading.Event()
-        self._signals = 0
+        self._stop = threading.Event()  # set by the main thread; jobs watch it
+        self._stop_signal = 0  # set by the signal handlers, read by the main loop
+        self._reload_asked = False
         self._publish_lock = threading.Lock()
+        self._store_lock = threading.Lock()  # self.store is shared by main, jobs, watchdog
         self._last_pass: datetime | None = None
-        self._last_ok: datetime | None = None
+        self._last_ok: datetime | None = None  # end of the last pass where a feed answered
+        self._failing_since: datetime | None = None  # every feed polled since then failed
+        self._started = utcnow()
         self.store = Store(settings.db)  # opened first: a bad database stops us before READY
         self.fetcher = make_fetcher(settings)
+        self._retired: list[Fetcher] = []  # replaced on reload, closed at exit
         self.scheduler = BackgroundScheduler(
             executors={
+                "default": ThreadPoolExecutor(1),  # heartbeat
                 "poll": ThreadPoolExecutor(1),
                 "summaries": ThreadPoolExecutor(1),
             },
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
+        self._poll = _Job(self.scheduler, "poll", self._poll_once)
+        self._summaries = _Job(self.scheduler, "summaries", self._summarize_backlog)
+        self._jobs = {job.id: job for job in (self._poll, self._summaries)}
+        self.scheduler.add_listener(self._job_done, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         interval = watchdog_interval()
-        self.watchdog = Watchdog(self.notifier, self.store.ping, interval) if interval else None
-        if interval:
-            self.tick = min(self.tick, interval / 3)  # each poll tick is a heartbeat
+        self.watchdog = Watchdog(self.notifier, self._ping, interval) if interval else None
+        self._check_timeouts()
         self.server: Any = None
+
+    def _check_timeouts(self) -> None:
+        if self.watchdog and self.settings.timeout >= self.watchdog.interval:
+            log.warning("timeout (%g s) is not shorter than the watchdog interval (%g s): one "
+                        "slow feed can make systemd restart the daemon", self.settings.timeout,
+                        self.watchdog.interval)
 
     # --- signals -------------------------------------------------------------------
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        if self._signals > 1:
+        if self._stop_signal:
             os.write(2, b"aggregator: second stop signal, exiting now\n")
             os._exit(1)
-        self._stop.set()
+        self._stop_signal = signum
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
-        self._reload.set()
+        self._reload_asked = True
 
     # --- jobs -----------------------------------------------------------------------
 
-    def _poll(self) -> None:
-        if self._stop.is_set():
-            return
-        if self.watchdog:
-            self.watchdog.beat()
-        store = Store(self.settings.db)
-        try:
-            busy = (self.watchdog.busy("update pass", max(self.settings.timeout * 2, 60))
-                    if self.watchdog else _nothing())
-            with busy:
-                result = run_pass(
-                    self.settings, store, self.fetcher,
-                    progress=lambda _: self._alive(),
-                    should_stop=self._stop.is_set,
-                )
-            self._last_pass = utcnow()
-            if result.failed < len(result.outcomes) or not result.outcomes:
-                self._last_ok = self._last_pass
-            if result.outcomes:
-                log.info("pass: %d feeds, %d new items, %d changed, %d failed",
-                         len(result.outcomes), result.new, result.changed, result.failed)
-            if (result.new or result.changed) and not self._stop.is_set():
-                self._publish(store)
-                self._kick_summaries()
-        except AggregatorError as e:
-            log.error("update pass failed: %s", e)
-        finally:
-            store.close()
-            self._status()
+    def _job_done(self, event: JobExecutionEvent) -> None:
+        job = self._jobs.get(event.job_id)
+        if job is not None:
+            job.finished()
 
-    def _alive(self) -> None:
-        """One more feed done: the pass is moving."""
+    def _busy(self, what: str) -> AbstractContextManager[None]:
+        """Hung unless progress() within one watchdog interval (see the module doc)."""
+        if self.watchdog is None:
+            return nullcontext()
+        return self.watchdog.busy(what, self.watchdog.interval)
+
+    def _progress(self, _: object = None) -> None:
         if self.watchdog:
-            self.watchdog.beat()
             self.watchdog.progress()
 
-    def _summaries(self) -> None:
-        if self._stop.is_set() or not self.settings.summaries:
+    def _heartbeat(self) -> None:
+        if self.watchdog:
+            self.watchdog.beat()
+
+    def _poll_once(self) -> None:
+        if self._stop.is_set():
             return
-        store = Store(self.settings.db)
+        settings, fetcher = self.settings, self.fetcher
+        with self._busy("update pass"):
+            store = None
+            try:
+                store = Store(settings.db)
+                result = run_pass(settings, store, fetcher, progress=self._progress,
+                                  should_stop=self._stop.is_set)
+                polled = len(result.outcomes)
+                self._passed(polled=polled > 0, all_failed=polled > 0 and result.failed == polled)
+                if result.outcomes:
+                    log.info("pass: %d feeds, %d new items, %d changed, %d failed",
+                             len(result.outcomes), result.new, result.changed, result.failed)
+                if (result.new or result.changed) and not self._stop.is_set():
+                    self._publish(store)
+                    self._summaries.soon()
+            except AggregatorError as e:
+                log.error("update pass failed: %s", e)
+            finally:
+                if store is not None:
+                    store.close()
+        self._status()
+
+    def _passed(self, *, polled: bool, all_failed: bool) -> None:
+        now = utcnow()
+        self._last_pass = now
+        if polled and not all_failed:
+            self._last_ok, self._failing_since = now, None
+        elif polled and self._failing_since is None:
+            self._failing_since = now
+
+    def _summarize_backlog(self) -> None:
+        settings, fetcher = self.settings, self.fetcher
+        if self._stop.is_set() or not settings.summaries:
+            return
+        store = None
         try:
+            store = Store(settings.db)
             while not self._stop.is_set():
-                n = summarize_pending(self.settings, store, self.fetcher, limit=50,
+                n = summarize_pending(settings, store, fetcher, limit=SUMMARY_BATCH,
                                       should_stop=self._stop.is_set)
                 if n:
                     self._publish(store)
-                if n < 50:
+                if n < SUMMARY_BATCH:
                     break
         except AggregatorError as e:
             log.error("summaries failed: %s", e)
         finally:
-            store.close()
-
-    def _kick_summaries(self) -> None:
-        try:
-            self.scheduler.modify_job("summaries", next_run_time=datetime.now(UTC))
-        except Exception:  # noqa: BLE001 - the job is gone only when shutting down
-            pass
+            if store is not None:
+                store.close()
 
     def _publish(self, store: Store) -> None:
         if not self.settings.publish:
@@ -157,18 +278,34 @@ class Daemon:
 
     # --- state for people and systemd ------------------------------------------------
 
+    @contextmanager
+    def _main_store(self) -> Iterator[Store]:
+        with self._store_lock:
+            yield self.store
+
+    def _ping(self) -> bool:
+        with self._main_store() as store:
+            return store.ping()
+
     def health(self) -> tuple[bool, str]:
-        """For /healthz: healthy while passes keep succeeding."""
-        last = self._last_ok
-        if last is None:
-            started = self._started
-            ok = utcnow() - started < timedelta(minutes=self.settings.stalled_after)
-            return ok, "no successful update yet"
-        ok = utcnow() - last < timedelta(minutes=self.settings.stalled_after)
-        return ok, f"last successful update {last.isoformat(timespec='seconds')}"
+        """For /healthz: stalled when no pass ended for ``stalled_after`` minutes,
+        or every feed polled in that time failed (a pass with nothing due is
+        neither: it proves the loop runs, not that the network works)."""
+        limit = timedelta(minutes=self.settings.stalled_after)
+        now = utcnow()
+        last_pass = self._last_pass or self._started
+        if now - last_pass >= limit:
+            return False, f"no update pass since {last_pass.isoformat(timespec='seconds')}"
+        failing = self._failing_since
+        if failing is not None and now - failing >= limit:
+            return False, f"every feed failing since {failing.isoformat(timespec='seconds')}"
+        if self._last_ok is None:
+            return True, "no successful update yet"
+        return True, f"last successful update {self._last_ok.isoformat(timespec='seconds')}"
 
     def status_line(self) -> str:
-        st = self.store.status()
+        with self._main_store() as store:
+            st = store.status()
         last = st["last_success"]
         when = last.astimezone(UTC).strftime("%H:%M UTC") if last else "never"
         text = f"{st['feeds']} feeds, {st['items']} items, last update {when}, "
@@ -185,6 +322,18 @@ class Daemon:
 
     # --- life cycle ---------------------------------------------------------------------
 
+    def _prepare(self) -> None:
+        """Before READY: know the subscriptions (STATUS counts them) and have a page
+        to serve even when no feed answers (e.g. no network)."""
+        try:
+            with self._main_store() as store:
+                sync_subscriptions(self.settings, store, utcnow())
+        except AggregatorError as e:
+            log.error("cannot read the subscriptions: %s", e)
+        if not (self.settings.output / "index.html").exists():
+            with self._main_store() as store:
+                self._publish(store)
+
     def _start_server(self) -> None:
         if not self.settings.serve:
             return
@@ -194,8 +343,6 @@ class Daemon:
             self.settings.output, self.settings.host, self.settings.port, health=self.health,
             stalled_after=timedelta(minutes=self.settings.stalled_after),
         )
-        log.info("serving %s on http://%s:%d/", self.settings.output, self.settings.host,
-                 self.server.port)
 
     def _schedule(self) -> None:
         now = datetime.now(UTC)
@@ -204,6 +351,10 @@ class Daemon:
         self.scheduler.add_job(self._summaries, "interval", seconds=SUMMARY_TICK,
                                id="summaries", executor="summaries",
                                next_run_time=now + timedelta(seconds=1))
+        if self.watchdog:
+            self.scheduler.add_job(self._heartbeat, "interval",
+                                   seconds=self.watchdog.interval / 4, id="heartbeat",
+                                   next_run_time=now)
 
     def reload(self) -> None:
         self.notifier.reloading()
@@ -213,13 +364,24 @@ class Daemon:
             log.error("reload: keeping the old settings: %s", e)
             self.notifier.ready(self.status_line())
             return
-        if new.db != self.settings.db:
-            log.warning("reload: a new database path needs a restart; keeping %s",
-                        self.settings.db)
-            new = new.replace(db=self.settings.db)
-        self.settings = new
+        kept = {k: getattr(self.settings, k) for k in RESTART_ONLY
+                if getattr(new, k) != getattr(self.settings, k)}
+        if kept:
+            log.warning("reload: %s only change on a restart; keeping the running values",
+                        ", ".join(kept))
+            new = new.replace(**kept)
+        old, self.settings = self.settings, new
+        if any(getattr(old, k) != getattr(new, k) for k in FETCH_SETTINGS):
+            self._retired.append(self.fetcher)  # a pass may still use it
+            self.fetcher = make_fetcher(new)
+            self._check_timeouts()
+        tick = poll_tick(new, self.max_tick)
+        if tick != self.tick:
+            self.tick = tick
+            # from the next run on; a run in progress picks it up when it resumes
+            self.scheduler.modify_job("poll", trigger=IntervalTrigger(seconds=tick, timezone=UTC))
         log.info("reloaded configuration and %s", new.feeds)
-        self.scheduler.modify_job("poll", next_run_time=datetime.now(UTC))
+        self._poll.soon()
         self.notifier.ready(self.status_line())
 
     def run(self) -> int:
@@ -228,20 +390,23 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         try:
+            self._prepare()
             self._start_server()
             self._schedule()
             self.scheduler.start()
+            status = self.status_line()
+            self.notifier.ready(status)
             if self.watchdog:
                 self.watchdog.start()
-            self.notifier.ready(self.status_line())
-            log.info("started: %s", self.status_line())
+            log.info("started: %s", status)
             if self.server is not None:
                 print(f"aggregator: serving http://{self.settings.host}:{self.server.port}/ "
                       f"(files in {self.settings.output}); Ctrl-C stops", flush=True)
-            while not self._stop.wait(1.0):
-                if self._reload.is_set():
-                    self._reload.clear()
+            while not self._stop_signal:
+                if self._reload_asked:
+                    self._reload_asked = False
                     self.reload()
+                time.sleep(0.2)
         finally:
             self._shutdown()
         return 0
@@ -254,17 +419,26 @@ class Daemon:
         if self.watchdog:
             self.watchdog.stop()
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+            self.scheduler.shutdown(wait=False)  # the jobs see _stop and end their pass
         if self.server is not None:
             self.server.stop()
-        self.fetcher.close()
+        deadline = started + STOP_GRACE
+        busy = [name for name, job in (("update pass", self._poll),
+                                       ("summaries", self._summaries))
+                if not job.idle.wait(max(0.0, deadline - time.monotonic()))]
+        if busy:
+            # A job is stuck (e.g. waiting for a database another process locks).
+            # Its open transaction dies with us and SQLite rolls it back on the next
+            # open; the executor's thread would keep the interpreter from exiting.
+            log.warning("stopped after %.1f s without waiting for the %s: "
+                        "its unfinished transaction is rolled back",
+                        time.monotonic() - started, " and ".join(busy))
+            self.notifier.close()
+            logging.shutdown()
+            sys.stdout.flush()
+            os._exit(0)
+        for fetcher in (self.fetcher, *self._retired):
+            fetcher.close()
         self.store.close()
+        self.notifier.close()
         log.info("stopped in %.1f s", time.monotonic() - started)
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -250,12 +250,14 @@ class Watchdog:
     def check(self) -> bool:
         """Ping systemd if healthy; log once when health changes. True when pinged."""
         problem = self.problem()
-        if problem != self._last_problem:
+        # "... for 3.0s", "... for 4.0s": the same problem, growing; log it once
+        kind = problem.rsplit(" for ", 1)[0] if problem else None
+        if kind != self._last_problem:
             if problem is None:
                 log.info("watchdog: healthy again, pinging systemd")
             else:
                 log.error("watchdog: not pinging systemd: %s", problem)
-            self._last_problem = problem
+            self._last_problem = kind
         if problem is not None:
             return False
         return self.notifier.watchdog()
