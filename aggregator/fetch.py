@@ -328,7 +328,7 @@ class Fetcher:
         except httpx.InvalidURL as e:  # not an HTTPError: it must not escape as a bug
             raise FetchError(f"invalid URL: {e}") from e
         except httpx.HTTPError as e:
-            raise NetworkError(f"{type(e).__name__}: {e}") from e
+            raise NetworkError(str(e) or type(e).__name__) from e
 
 
 def _raw(validator: str) -> bytes:
