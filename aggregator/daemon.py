@@ -206,7 +206,11 @@ class Daemon:
 
     def _progress(self, _: object = None) -> None:
         if self.watchdog:
-            self.watchdog.progress()
+            self.watchdog.progress("update pass")
+
+    def _summary_progress(self) -> None:
+        if self.watchdog:
+            self.watchdog.progress("summaries")
 
     def _heartbeat(self) -> None:
         if self.watchdog:
@@ -252,13 +256,15 @@ class Daemon:
         store = None
         try:
             store = Store(settings.db)
-            while not self._stop.is_set():
-                n = summarize_pending(settings, store, fetcher, limit=SUMMARY_BATCH,
-                                      should_stop=self._stop.is_set)
-                if n:
-                    self._publish(store)
-                if n < SUMMARY_BATCH:
-                    break
+            with self._busy("summaries"):
+                while not self._stop.is_set():
+                    n = summarize_pending(settings, store, fetcher, limit=SUMMARY_BATCH,
+                                          should_stop=self._stop.is_set,
+                                          progress=self._summary_progress)
+                    if n:
+                        self._publish(store)
+                    if n < SUMMARY_BATCH:
+                        break
         except AggregatorError as e:
             log.error("summaries failed: %s", e)
         finally:

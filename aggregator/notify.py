@@ -220,11 +220,16 @@ class Watchdog:
             with self._lock:
                 del self._busy[token]
 
-    def progress(self) -> None:
-        """The busy work moved on (e.g. one more feed done): restart its limits."""
+    def progress(self, what: str | None = None) -> None:
+        """The busy work named ``what`` (all of it when None) moved on, e.g. one more
+        feed done: restart its limit. Naming it keeps a busy summaries job from
+        hiding a hung update pass."""
         with self._lock:
             now = self._clock()
-            self._busy = {t: (what, limit, now) for t, (what, limit, _) in self._busy.items()}
+            self._busy = {
+                t: (w, limit, now if what is None or w == what else last)
+                for t, (w, limit, last) in self._busy.items()
+            }
 
     def problem(self) -> str | None:
         """Why the daemon is unhealthy right now, or None when it is fine."""

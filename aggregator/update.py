@@ -285,10 +285,12 @@ def summarize_pending(
     batch: int = 50,
     clock: Clock = utcnow,
     should_stop: Callable[[], bool] = lambda: False,
+    progress: Callable[[], None] = lambda: None,
 ) -> int:
     """Work off the backlog of items without an up-to-date summary; returns how
     many were written. Each summary is one small transaction, so stopping
-    between two loses nothing."""
+    between two loses nothing. ``progress`` is called after each article fetched
+    and each summary written (the daemon's watchdog listens)."""
     from aggregator.summarize import summarize
 
     done = 0
@@ -299,10 +301,13 @@ def summarize_pending(
         if not pending:
             break
         wanted = [p for p in pending if wants_article(p, settings)]
-        articles = dict(workers.unordered(
+        articles = {}
+        for item_id, article in workers.unordered(
             lambda p: (p.id, _fetch_article(fetcher, p)), wanted, settings.workers,
             should_stop=should_stop, name="article",
-        ))
+        ):
+            articles[item_id] = article
+            progress()
         for item in pending:
             if should_stop():
                 break
@@ -322,6 +327,7 @@ def summarize_pending(
                 continue
             if store.save_summary(item.id, item.content_hash, summary, clock()):
                 done += 1
+            progress()
     return done
 
 

@@ -207,6 +207,19 @@ def test_watchdog_pings_only_while_every_condition_holds(
     assert fake.drain(0.2) == [{"WATCHDOG": "1"}] * 3
 
 
+def test_busy_summaries_do_not_hide_a_hung_update_pass() -> None:
+    clock = Clock()
+    dog = Watchdog(Notifier(None, environ={}), lambda: True, 60.0, clock=clock)
+    with dog.busy("update pass", limit=60), dog.busy("summaries", limit=60):
+        for _ in range(4):
+            clock.now += 20
+            dog.beat()
+            dog.progress("summaries")  # summaries move on, the pass doesn't
+        assert dog.problem() == "update pass made no progress for 80s"
+        dog.progress("update pass")
+        assert dog.problem() is None
+
+
 def test_watchdog_thread_stops_pinging_when_unhealthy(systemd: tuple[FakeSystemd, str]) -> None:
     fake, path = systemd
     healthy = threading.Event()
