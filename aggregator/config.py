@@ -39,6 +39,7 @@ class Settings:
     max_redirects: int = 5
     workers: int = 8  # concurrent fetches overall
     per_host: int = 2  # concurrent fetches per host
+    parse_processes: int = 4  # parser processes for big passes (0: parse in-process)
     user_agent: str = (
         f"aggregator/{__version__} (+https://github.com/aggregator/aggregator; feed aggregator)"
     )

@@ -302,9 +302,9 @@ class Fetcher:
                     for name, value in resp.headers.raw:  # validators go back byte for byte
                         if name.lower() in VALIDATORS:
                             resp_headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-                    if resp.status_code in REDIRECTS or resp.status_code == 304:
-                        return resp.status_code, resp_headers, None
-                    if resp.status_code >= 400:
+                    if (resp.status_code in REDIRECTS or resp.status_code == 304
+                            or resp.status_code >= 400):
+                        _drain(resp)
                         return resp.status_code, resp_headers, None
                     declared = resp_headers.get("content-length", "")
                     if declared.isdigit() and int(declared) > cap:
@@ -329,6 +329,24 @@ class Fetcher:
             raise FetchError(f"invalid URL: {e}") from e
         except httpx.HTTPError as e:
             raise NetworkError(str(e) or type(e).__name__) from e
+
+
+DRAIN_BYTES = 64 * 1024
+
+
+def _drain(resp: httpx.Response) -> None:
+    """Read the body of an answer we don't use (a 304, a redirect, an error
+    page) so that its connection goes back to the pool: httpcore closes a
+    connection whose response was not read to the end. A body too big or of
+    unknown size isn't worth reading: that connection closes."""
+    declared = resp.headers.get("content-length", "")
+    if resp.status_code != 304 and not (declared.isdigit() and int(declared) <= DRAIN_BYTES):
+        return
+    try:
+        for _ in resp.iter_raw():
+            pass
+    except httpx.HTTPError:
+        pass  # the connection is closed, as it would have been
 
 
 def _raw(validator: str) -> bytes:

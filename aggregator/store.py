@@ -18,18 +18,47 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
-from sqlite_utils import Migrations
+from typing import TYPE_CHECKING, Any
 
 from aggregator.errors import StorageError
 from aggregator.types import Entry, ParsedFeed, ParsedItem, Subscription, Summary
 
-migrations = Migrations("aggregator")
+if TYPE_CHECKING:
+    import sqlite_utils
+
+# sqlite-utils (and numpy, which it imports when installed) costs a CLI run
+# 0.05-0.15 s of start-up; it is imported only when a migration is pending
+# (or ``Store.db`` is used), never on the polling path.
+MIGRATION_SET = "aggregator"
+MIGRATIONS: list[Any] = []
 
 
-@migrations()
+def migration(fn: Any) -> Any:
+    """Register a schema migration; they run in the order they are defined."""
+    MIGRATIONS.append(fn)
+    return fn
+
+
+def migration_set() -> Any:
+    """The registered migrations as a sqlite-utils ``Migrations`` set."""
+    from sqlite_utils import Migrations
+
+    migrations = Migrations(MIGRATION_SET)
+    for fn in MIGRATIONS:
+        migrations()(fn)
+    return migrations
+
+
+def _pending(conn: sqlite3.Connection) -> bool:
+    try:
+        applied = {r[0] for r in conn.execute(
+            "SELECT name FROM _sqlite_migrations WHERE migration_set = ?", (MIGRATION_SET,))}
+    except sqlite3.OperationalError:  # no table: a new database
+        return True
+    return any(fn.__name__ not in applied for fn in MIGRATIONS)
+
+
+@migration
 def m001_initial(db: sqlite_utils.Database) -> None:
     db.execute(
         """
@@ -94,6 +123,17 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX items_to_summarize ON items (summary_hash) WHERE summary_hash IS NULL")
     db.execute("CREATE INDEX feeds_next_fetch ON feeds (active, next_fetch)")
     db.execute("CREATE INDEX feeds_category ON feeds (category)")
+
+
+@migration
+def m002_items_newest_first(db: sqlite_utils.Database) -> None:
+    """Publishing reads items "sort_date DESC, id DESC". An ascending index
+    read backwards gives exactly that order (the rowid is its last column), so
+    SQLite stops after the first N rows; the DESC index it replaces ran rowid
+    the other way and every publish sorted every item (0.15 s per query at
+    100,000 items)."""
+    db.execute("DROP INDEX IF EXISTS items_sort_date")
+    db.execute("CREATE INDEX items_sort_date ON items (sort_date)")
 
 
 def iso(when: datetime | None) -> str | None:
@@ -197,7 +237,6 @@ class Store:
                 isolation_level=None,  # we open transactions ourselves
                 check_same_thread=False,
             )
-            self.db = sqlite_utils.Database(conn)
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA busy_timeout = 30000")
             if not readonly:
@@ -205,12 +244,22 @@ class Store:
                 if mode.lower() != "wal":
                     raise StorageError(f"{path}: cannot switch to WAL mode (got {mode})")
                 conn.execute("PRAGMA synchronous = NORMAL")
-                migrations.apply(self.db)
+                if _pending(conn):
+                    import sqlite_utils
+
+                    migration_set().apply(sqlite_utils.Database(conn))
         except sqlite3.DatabaseError as e:
             raise StorageError(f"cannot open database {path}: {e}") from e
         except OSError as e:
             raise StorageError(f"cannot open database {path}: {e.strerror}") from e
         self.conn = conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """sqlite-utils' view of the connection (imported on first use)."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
 
     def close(self) -> None:
         try:
@@ -336,16 +385,22 @@ class Store:
 
     # --- the outcome of one fetch ------------------------------------------------------
 
-    def record_not_modified(self, feed_id: int, now: datetime, status: int,
-                            next_fetch: datetime, headers: dict[str, str]) -> None:
+    def record_not_modified_many(
+        self, rows: Sequence[tuple[int, datetime, int, datetime, dict[str, str]]]) -> None:
+        """Several 304s in one transaction: (feed id, now, status, next fetch,
+        headers) each. A 304 changes nothing but times and validators, so
+        losing a batch to a crash only means those feeds are asked again."""
+        if not rows:
+            return
         with self.transaction() as c:
-            c.execute(
+            c.executemany(
                 "UPDATE feeds SET last_fetch = ?, last_status = ?, last_success = ?, "
                 "next_fetch = ?, error_count = 0, last_error = NULL, state = 'ok', "
                 "etag = coalesce(?, etag), last_modified = coalesce(?, last_modified) "
                 "WHERE id = ?",
-                (iso(now), status, iso(now), iso(next_fetch), headers.get("etag"),
-                 headers.get("last-modified"), feed_id),
+                [(iso(now), status, iso(now), iso(next_fetch), headers.get("etag"),
+                  headers.get("last-modified"), feed_id)
+                 for feed_id, now, status, next_fetch, headers in rows],
             )
 
     def record_error(self, feed_id: int, now: datetime, *, status: int | None, error: str,
@@ -480,13 +535,7 @@ class Store:
 
     def recent_entries(self, limit: int, *, category: str | None = None) -> list[Entry]:
         """The newest items of active feeds, newest first."""
-        sql = (
-            "SELECT i.id, i.key, f.url, coalesce(f.title, f.feed_title, f.url), f.site_url, "
-            "f.category, i.title, i.url, i.author, i.published, i.updated, i.first_seen, "
-            "coalesce(i.language, f.language), i.categories, i.summary_context, "
-            "i.summary_points, i.summary_method, i.content_text, f.origin_url "
-            "FROM items i JOIN feeds f ON f.id = i.feed_id WHERE f.active = 1 "
-        )
+        sql = _ENTRY_SELECT + "WHERE f.active = 1 "
         args: list[Any] = []
         if category is not None:
             sql += "AND f.category = ? "
@@ -494,6 +543,37 @@ class Store:
         sql += "ORDER BY i.sort_date DESC, i.id DESC LIMIT ?"
         args.append(limit)
         return [_entry(r) for r in self.conn.execute(sql, args)]
+
+    def recent_by_category(self, limit: int) -> dict[str, list[Entry]]:
+        """The newest ``limit`` items of every category, in one walk of the
+        items from the newest: it stops once every category is full, so it
+        costs one pass over the index at most, however many categories."""
+        wanted = {c: limit for c in self.categories()}
+        ids: dict[str, list[int]] = {c: [] for c in wanted}
+        if not wanted or limit <= 0:
+            return {c: [] for c in wanted}
+        open_ = len(wanted)
+        cur = self.conn.execute(
+            "SELECT i.id, f.category FROM items i CROSS JOIN feeds f ON f.id = i.feed_id "
+            "WHERE f.active = 1 AND f.category IS NOT NULL "
+            "ORDER BY i.sort_date DESC, i.id DESC")
+        for item_id, category in cur:
+            got = ids[category]
+            if len(got) < limit:
+                got.append(item_id)
+                if len(got) == limit:
+                    open_ -= 1
+                    if not open_:
+                        break
+        cur.close()
+        every = [i for got in ids.values() for i in got]
+        rows: dict[int, Entry] = {}
+        for start in range(0, len(every), 500):
+            chunk = every[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(_ENTRY_SELECT + f"WHERE i.id IN ({marks})", chunk):
+                rows[r[0]] = _entry(r)
+        return {c: [rows[i] for i in got if i in rows] for c, got in ids.items()}
 
     def categories(self) -> list[str]:
         return [r[0] for r in self.conn.execute(
@@ -525,6 +605,15 @@ class Store:
     def item_rows(self, where: str = "1", args: Iterable[Any] = ()) -> list[dict[str, Any]]:
         """Rows of items as dicts (for tests and the CLI's inspection commands)."""
         return [dict(r) for r in self.db.query(f"SELECT * FROM items WHERE {where}", list(args))]
+
+
+_ENTRY_SELECT = (
+    "SELECT i.id, i.key, f.url, coalesce(f.title, f.feed_title, f.url), f.site_url, "
+    "f.category, i.title, i.url, i.author, i.published, i.updated, i.first_seen, "
+    "coalesce(i.language, f.language), i.categories, i.summary_context, "
+    "i.summary_points, i.summary_method, i.content_text, f.origin_url "
+    "FROM items i JOIN feeds f ON f.id = i.feed_id "
+)
 
 
 def _entry(r: tuple[Any, ...]) -> Entry:

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
+import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +33,6 @@ from aggregator.config import Settings
 from aggregator.errors import AggregatorError, FetchError, HTTPStatusError, ParseError
 from aggregator.fetch import PAGE_ACCEPT, Fetcher, Limits, host_of
 from aggregator.logs import log_feed_result
-from aggregator.parse import parse
 from aggregator.store import FeedRow, PendingItem, Store
 from aggregator.types import FetchResult, ParsedFeed
 
@@ -114,7 +117,8 @@ class _Fetched:
     error: AggregatorError | None = None
 
 
-def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime) -> _Fetched:
+def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime,
+                     pool: Executor | None = None) -> _Fetched:
     try:
         result = fetcher.get(
             feed.url, etag=feed.etag, last_modified=feed.last_modified,
@@ -125,13 +129,41 @@ def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime) -> _Fetched
         body_hash = hashlib.sha256(result.body).hexdigest()[:32]
         if body_hash == feed.body_hash:
             return _Fetched(feed, result, None, body_hash)  # same bytes: nothing to parse
-        parsed = parse(result.body, result.headers, result.final_url, now)
+        from aggregator.parse import parse  # not imported by a poll that gets only 304s
+
+        if pool is not None:  # this thread waits without the GIL; another core parses
+            parsed = pool.submit(parse, result.body, result.headers, result.final_url,
+                                 now).result()
+        else:
+            parsed = parse(result.body, result.headers, result.final_url, now)
         return _Fetched(feed, result, parsed, body_hash)
     except (FetchError, ParseError) as e:
         return _Fetched(feed, error=e)
     except Exception as e:  # a bug: record it on this feed, keep polling the others
         log.exception("%s: internal error", feed.url)
         return _Fetched(feed, error=AggregatorError(f"internal error: {type(e).__name__}: {e}"))
+
+
+PARSE_POOL_MIN_FEEDS = 40  # below this, starting processes costs more than it saves
+
+
+@contextmanager
+def _parse_pool(due: int, processes: int) -> Iterator[Executor | None]:
+    """Processes that parse feeds on the other cores during a big pass (the
+    first one, a cold start): parsing is most of a pass's CPU and holds the
+    GIL. They live for this pass only, so an idle daemon keeps no memory.
+    ``processes`` 0 parses on the fetch threads."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if due < PARSE_POOL_MIN_FEEDS or (cpus or 1) < 2 or processes < 1:
+        yield None
+        return
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["aggregator.parse"])
+    pool = ProcessPoolExecutor(max_workers=min(cpus or 1, processes), mp_context=ctx)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def run_pass(
@@ -152,24 +184,37 @@ def run_pass(
     due = store.due_feeds(clock(), all_feeds=all_feeds)
     moves: list[tuple[str, str]] = []
     pol = policy(settings)
-    fetched_all = workers.unordered(
-        lambda feed: _fetch_and_parse(fetcher, feed, clock()), due, settings.workers,
-        should_stop=should_stop, name="fetch",
-    )
-    for fetched in fetched_all:
-        outcome = _record(store, fetched, pol, clock(), rng)
-        if outcome.moved_to:
-            moves.append((outcome.url, outcome.moved_to))
-        result.outcomes.append(outcome)
-        if progress:
-            progress(outcome)
+    with _parse_pool(len(due), settings.parse_processes) as pool:
+        fetched_all = workers.unordered(
+            lambda feed: _fetch_and_parse(fetcher, feed, clock(), pool), due, settings.workers,
+            should_stop=should_stop, name="fetch",
+        )
+        not_modified: list[tuple[int, datetime, int, datetime, dict[str, str]]] = []
+        try:
+            for fetched in fetched_all:
+                outcome = _record(store, fetched, pol, clock(), rng, not_modified)
+                if len(not_modified) >= NOT_MODIFIED_BATCH:
+                    store.record_not_modified_many(not_modified)
+                    not_modified.clear()
+                if outcome.moved_to:
+                    moves.append((outcome.url, outcome.moved_to))
+                result.outcomes.append(outcome)
+                if progress:
+                    progress(outcome)
+        finally:
+            store.record_not_modified_many(not_modified)
     if moves:
         _apply_moves(settings, store, moves)
     return result
 
 
+NOT_MODIFIED_BATCH = 100  # 304s written per transaction
+
+
 def _record(store: Store, fetched: _Fetched, pol: decide.PollPolicy, now: datetime,
-            rng: random.Random) -> FeedOutcome:
+            rng: random.Random,
+            not_modified: list[tuple[int, datetime, int, datetime, dict[str, str]]],
+            ) -> FeedOutcome:
     feed = fetched.feed
     if fetched.error is not None:
         return _record_error(store, feed, fetched.error, pol, now, rng)
@@ -182,7 +227,7 @@ def _record(store: Store, fetched: _Fetched, pol: decide.PollPolicy, now: dateti
     )
     log_feed_result(log, feed.url, feed.last_error if feed.error_count else None, None)
     if res.body is None:
-        store.record_not_modified(feed.id, now, res.status, next_fetch, res.headers)
+        not_modified.append((feed.id, now, res.status, next_fetch, res.headers))
         return FeedOutcome(feed.url, feed.name, "not modified", res.status,
                            moved_to=res.permanent_url)
     items = []
@@ -335,8 +380,7 @@ def publish_now(settings: Settings, store: Store, *, clock: Clock = utcnow) -> l
     """Write every output file from the database."""
     from aggregator.publish import publish
 
-    categories = {c: store.recent_entries(settings.category_max_entries, category=c)
-                  for c in store.categories()}
+    categories = store.recent_by_category(settings.category_max_entries)
     return publish(
         store.recent_entries(settings.max_entries),
         settings.output,

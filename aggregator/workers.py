@@ -39,9 +39,16 @@ def unordered(
         return
     results: queue.SimpleQueue[tuple[bool, object]] = queue.SimpleQueue()
     stop = threading.Event()
+    # Results the caller hasn't taken yet are bounded: when it is slower than
+    # the workers (it writes the database) they wait, instead of a thousand
+    # parsed feeds piling up in memory.
+    room = threading.Semaphore(2 * max(1, workers))
 
     def run() -> None:
         while not stop.is_set():
+            while not room.acquire(timeout=0.2):
+                if stop.is_set():
+                    return
             item = todo.get()
             if item is _DONE:
                 return
@@ -64,6 +71,7 @@ def unordered(
                     ok, value = results.get(timeout=0.2)
                 except queue.Empty:
                     continue
+                room.release()
                 if not ok:
                     raise value  # type: ignore[misc]
                 yield value  # type: ignore[misc]

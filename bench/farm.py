@@ -5,8 +5,12 @@ set beside the project when present, generated text otherwise).
 Polite-server behaviour a poller can be measured against: ETag and
 Last-Modified with 304 answers, optional latency, request counting, and
 ``add_item()`` (or ``POST /_control/add``) to add one new item to every feed.
+``window`` keeps each feed at its newest ``window`` items as items are added
+(a real feed's sliding window), so a cold fetch sees the same size every time.
+``GET /_control/stats`` returns the request counters as JSON (not counted).
 
 Run it alone:  python -m bench.farm --feeds 200 --items 30 --port 8800
+(``--port 0`` picks a free port; the first line printed names the base URL.)
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import html
+import json
 import random
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -78,11 +83,20 @@ class _Feed:
     modified: str = ""
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a burst of new connections beyond it
+    # loses SYNs and waits a 1 s retransmit, which would time the farm, not the
+    # client. Real servers listen with hundreds (nginx: 511).
+    request_queue_size = 512
+    daemon_threads = True
+
+
 class Farm:
     def __init__(self, feeds: int = 200, items: int = 30, *, latency: float = 0.0,
-                 validators: bool = True, seed: int = 1) -> None:
+                 validators: bool = True, seed: int = 1, window: int | None = None) -> None:
         self.n_feeds, self.n_items, self.latency = feeds, items, latency
         self.validators = validators
+        self.window = window
         self.articles = load_articles(min(feeds * items + 50, 2225), seed)
         self.start = datetime(2026, 11, 1, tzinfo=UTC)
         self.serial = 0
@@ -102,6 +116,8 @@ class Farm:
         self.serial += 1
         art = (feed.index * 7919 + self.serial) % len(self.articles)
         feed.items.insert(0, (art, self.serial))
+        if self.window is not None:
+            del feed.items[self.window:]
 
     def _render(self, feed: _Feed) -> None:
         base = self.base or "http://127.0.0.1"
@@ -131,6 +147,12 @@ class Farm:
                 self._push(feed)
                 self._render(feed)
 
+    def stats(self) -> dict[str, dict[str, int]]:
+        """The request counters, for a client in another process."""
+        with self.lock:
+            return {"requests": dict(self.requests), "conditional": dict(self.conditional),
+                    "user_agents": dict(self.user_agents)}
+
     def article_page(self, feed_index: int, serial: int) -> bytes | None:
         feed = self.feeds[feed_index] if 0 <= feed_index < len(self.feeds) else None
         if feed is None:
@@ -145,7 +167,7 @@ class Farm:
                     "<nav><a href='/'>Home</a> <a href='/news'>News</a></nav>"
                     f"<main><article><h1>{html.escape(title)}</h1>{body}</article></main>"
                     "<footer>Farm News, local test server</footer></body></html>"
-                ).encode("utf-8")
+                ).encode()
         return None
 
     def opml(self) -> str:
@@ -163,6 +185,9 @@ class Farm:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in two writes: with Nagle on, the body
+            # waits for the client's delayed ACK (40 ms) on every response
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -175,6 +200,9 @@ class Farm:
                     self._send(404, b"not found", "text/plain")
 
             def do_GET(self) -> None:
+                if self.path == "/_control/stats":
+                    return self._send(200, json.dumps(farm.stats()).encode(),
+                                      "application/json")
                 if farm.latency:
                     time.sleep(farm.latency)
                 path = self.path.split("?")[0]
@@ -223,8 +251,7 @@ class Farm:
                 if self.command != "HEAD" and status != 304:
                     self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", port), Handler)
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         with self.lock:
             for feed in self.feeds:
@@ -255,9 +282,11 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8800)
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--no-validators", action="store_true")
+    p.add_argument("--window", type=int, default=None,
+                   help="keep each feed at its newest N items as items are added")
     args = p.parse_args()
     farm = Farm(args.feeds, args.items, latency=args.latency,
-                validators=not args.no_validators).serve(args.port)
+                validators=not args.no_validators, window=args.window).serve(args.port)
     print(f"farm: {args.feeds} feeds x {args.items} items at {farm.base}/farm.opml", flush=True)
     try:
         threading.Event().wait()

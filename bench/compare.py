@@ -1,0 +1,208 @@
+"""The aggregator against lemon24/reader and against the floor (httpx +
+feedparser, no storage) on the same farm feeds, each run as a whole process:
+
+    cold         fresh database, every feed fetched and stored
+    warm         every feed unchanged: one conditional request each, all 304
+    incremental  one new item in every feed
+
+The three contestants take turns inside every repeat (the order flips from
+one repeat to the next), so a noisy neighbour on the machine hits them alike.
+The aggregator runs ``update --all --no-articles --no-summaries --no-publish``
+with ``workers = per_host = N`` (every farm feed is on one host, and reader
+has no per-host limit); reader runs ``update_feeds(workers=N)``.
+
+``pipeline`` is the whole of ``aggregator update --all`` from a fresh
+database: feeds, article pages, extraction, summaries, publishing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.harness import (
+    PYTHON,
+    FarmProcess,
+    Run,
+    aggregator_cmd,
+    bench_env,
+    check,
+    feed_requests,
+    fresh_dir,
+    remove_db,
+    run_process,
+    write_opml,
+    write_urls,
+)
+
+TOOLS = ("aggregator", "reader", "floor")
+PHASES = ("startup", "cold", "warm", "incremental")
+# what each contestant imports before its first request
+STARTUP = {
+    "aggregator": "import aggregator.cli, aggregator.update",
+    "reader": "import reader, reader._parser.feedparser, requests",
+    "floor": "import httpx, httpcore, feedparser",
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    tool: str
+    phase: str
+    run: Run
+    entries: int  # aggregator/reader: stored in total; floor: parsed in this run
+    traffic: dict[str, float]
+    inner: float | None = None  # the driver's own time after imports
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"wall": round(self.run.wall, 4), "cpu": round(self.run.cpu, 4),
+                "max_rss_mb": round(self.run.max_rss_mb, 1), "entries": self.entries,
+                "inner": None if self.inner is None else round(self.inner, 4),
+                **self.traffic}
+
+
+def count_items(db: Path) -> tuple[int, int]:
+    """(items stored, items with an up-to-date summary) in an aggregator database."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        row = conn.execute("SELECT count(*), sum(summary_hash = content_hash) FROM items"
+                           ).fetchone()
+    conn.close()
+    return int(row[0]), int(row[1] or 0)
+
+
+@dataclass
+class Ingest:
+    farm: FarmProcess
+    work: Path
+    workers: int = 8
+    samples: list[Sample] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        fresh_dir(self.work)
+        urls = self.farm.urls()
+        self.opml = write_opml(self.work / "feeds.opml", urls)
+        self.url_file = write_urls(self.work / "urls.txt", urls)
+        self.path = {"aggregator": self.work / "aggregator.db",
+                     "reader": self.work / "reader.db", "floor": self.work / "floor.json"}
+        self.env = bench_env(workers=self.workers, per_host=self.workers)
+
+    def reset(self, tool: str) -> None:
+        remove_db(self.path[tool])
+
+    def run(self, tool: str, phase: str) -> Sample:
+        before = self.farm.stats()
+        inner = None
+        if tool == "aggregator":
+            run = check(_run_aggregator(self.path[tool], self.opml, self.work / "out",
+                                        self.env), "aggregator update")
+            entries = count_items(self.path[tool])[0]
+        else:
+            run = check(run_process(
+                [PYTHON, "-m", "bench.drivers", tool, str(self.url_file), str(self.path[tool]),
+                 "--workers", str(self.workers)], env=self.env, cwd=self.work), tool)
+            out = json.loads(run.stdout.strip().splitlines()[-1])
+            entries, inner = int(out["entries"]), float(out["inner"])
+        sample = Sample(tool, phase, run, entries, feed_requests(before, self.farm.stats()),
+                        inner)
+        self.samples.append(sample)
+        return sample
+
+    def startup(self, tool: str) -> Sample:
+        """Start-up alone: the interpreter and the imports each contestant needs."""
+        code = STARTUP[tool]
+        run = check(run_process([PYTHON, "-c", code], env=self.env, cwd=self.work), code)
+        sample = Sample(tool, "startup", run, 0, {})
+        self.samples.append(sample)
+        return sample
+
+    def repeat(self, index: int, progress: Callable[[str], None] = lambda _: None, *,
+               phases: Sequence[str] = PHASES, validators: bool = True) -> None:
+        order = TOOLS if index % 2 == 0 else TOOLS[::-1]
+        n_feeds, n_items = self.farm.feeds, self.farm.items
+        stored: dict[str, int] = {}
+        if "startup" in phases:
+            for tool in order:
+                self.startup(tool)
+        for tool in order:
+            self.reset(tool)
+            s = self.run(tool, "cold")
+            _expect(s, n_feeds * n_items)
+            stored[tool] = s.entries
+            progress(f"cold {tool} {s.run.wall:.2f} s")
+        for tool in order:
+            s = self.run(tool, "warm")
+            _expect(s, (0 if validators else n_feeds * n_items) if tool == "floor"
+                    else stored[tool])
+            progress(f"warm {tool} {s.run.wall:.2f} s")
+        if "incremental" not in phases:
+            return
+        self.farm.add_item()
+        for tool in order:
+            s = self.run(tool, "incremental")
+            _expect(s, n_feeds * n_items if tool == "floor" else stored[tool] + n_feeds)
+            progress(f"incremental {tool} {s.run.wall:.2f} s")
+
+    def of(self, tool: str, phase: str) -> list[Sample]:
+        return [s for s in self.samples if s.tool == tool and s.phase == phase]
+
+
+def _expect(sample: Sample, entries: int) -> None:
+    """A run that didn't do the work measures nothing: stop the bench."""
+    if sample.entries != entries:
+        raise RuntimeError(f"{sample.tool} {sample.phase}: expected {entries} entries, "
+                           f"got {sample.entries}\n{sample.run.stderr[-2000:]}")
+
+
+def _run_aggregator(db: Path, opml: Path, out: Path, env: dict[str, str], *,
+                    full: bool = False) -> Run:
+    args = ["update", "--all"] if full else \
+        ["update", "--all", "--no-articles", "--no-summaries", "--no-publish"]
+    return run_process(aggregator_cmd(db, opml, out, *args), env=env, cwd=db.parent)
+
+
+# --- the full pipeline -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    run: Run
+    items: int
+    summarised: int
+    traffic: dict[str, float]
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.run.wall if self.run.wall else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"wall": round(self.run.wall, 3), "cpu": round(self.run.cpu, 3),
+                "max_rss_mb": round(self.run.max_rss_mb, 1), "items": self.items,
+                "summarised": self.summarised, "items_per_s": round(self.items_per_s, 1),
+                **self.traffic}
+
+
+def pipeline(farm: FarmProcess, work: Path, feeds: int, repeats: int, workers: int = 8,
+             progress: Callable[[str], None] = lambda _: None) -> list[PipelineRun]:
+    """``aggregator update --all`` (articles, summaries, publishing on) from a
+    fresh database on the first ``feeds`` farm feeds."""
+    fresh_dir(work)
+    opml = write_opml(work / "feeds.opml", farm.urls(feeds))
+    env = bench_env(workers=workers, per_host=workers)
+    db = work / "pipeline.db"
+    runs = []
+    for _ in range(repeats):
+        remove_db(db)
+        out = fresh_dir(work / "out")
+        before = farm.stats()
+        run = check(_run_aggregator(db, opml, out, env, full=True), "aggregator update (full)")
+        items, summarised = count_items(db)
+        if not items or summarised != items or not (out / "index.html").exists():
+            raise RuntimeError(f"pipeline: {items} items, {summarised} summarised, "
+                               f"published: {(out / 'index.html').exists()}\n{run.stderr[-2000:]}")
+        runs.append(PipelineRun(run, items, summarised, feed_requests(before, farm.stats())))
+        progress(f"pipeline {items} items in {run.wall:.2f} s")
+    return runs
