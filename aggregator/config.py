@@ -39,7 +39,8 @@ class Settings:
     max_redirects: int = 5
     workers: int = 8  # concurrent fetches overall
     per_host: int = 2  # concurrent fetches per host
-    parse_processes: int = 4  # parser processes for big passes (0: parse in-process)
+    # parser processes for big passes; -1: one per core for `update`, none in the daemon
+    parse_processes: int = -1
     user_agent: str = (
         f"aggregator/{__version__} (+https://github.com/aggregator/aggregator; feed aggregator)"
     )

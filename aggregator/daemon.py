@@ -220,6 +220,8 @@ class Daemon:
         if self._stop.is_set():
             return
         settings, fetcher = self.settings, self.fetcher
+        if settings.parse_processes < 0:  # a resident daemon keeps its memory flat
+            settings = settings.replace(parse_processes=0)
         with self._busy("update pass"):
             store = None
             try:

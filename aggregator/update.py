@@ -144,6 +144,9 @@ def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime,
         return _Fetched(feed, error=AggregatorError(f"internal error: {type(e).__name__}: {e}"))
 
 
+# a 304 to write: (feed id, when, status, next fetch, headers)
+NotModified = tuple[int, datetime, int, datetime, dict[str, str]]
+
 PARSE_POOL_MIN_FEEDS = 40  # below this, starting processes costs more than it saves
 
 
@@ -152,14 +155,17 @@ def _parse_pool(due: int, processes: int) -> Iterator[Executor | None]:
     """Processes that parse feeds on the other cores during a big pass (the
     first one, a cold start): parsing is most of a pass's CPU and holds the
     GIL. They live for this pass only, so an idle daemon keeps no memory.
-    ``processes`` 0 parses on the fetch threads."""
+    ``processes`` 0 parses on the fetch threads; below 0, one per core (4 at most)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if due < PARSE_POOL_MIN_FEEDS or (cpus or 1) < 2 or processes < 1:
+    cpus = cpus or 1
+    if processes < 0:
+        processes = min(cpus, 4)
+    if due < PARSE_POOL_MIN_FEEDS or cpus < 2 or processes < 1:
         yield None
         return
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["aggregator.parse"])
-    pool = ProcessPoolExecutor(max_workers=min(cpus or 1, processes), mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx)
     try:
         yield pool
     finally:
@@ -189,7 +195,7 @@ def run_pass(
             lambda feed: _fetch_and_parse(fetcher, feed, clock(), pool), due, settings.workers,
             should_stop=should_stop, name="fetch",
         )
-        not_modified: list[tuple[int, datetime, int, datetime, dict[str, str]]] = []
+        not_modified: list[NotModified] = []
         try:
             for fetched in fetched_all:
                 outcome = _record(store, fetched, pol, clock(), rng, not_modified)
@@ -213,7 +219,7 @@ NOT_MODIFIED_BATCH = 100  # 304s written per transaction
 
 def _record(store: Store, fetched: _Fetched, pol: decide.PollPolicy, now: datetime,
             rng: random.Random,
-            not_modified: list[tuple[int, datetime, int, datetime, dict[str, str]]],
+            not_modified: list[NotModified],
             ) -> FeedOutcome:
     feed = fetched.feed
     if fetched.error is not None:
