@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of idle CPU measurement")
     p.add_argument("--out", type=Path, default=None,
                    help="JSON results file (default bench/results/bench.json; "
-                        "none with --tiny)")
+                        "none with --tiny or --only)")
     p.add_argument("--work", type=Path, default=None,
                    help="scratch directory (default: a temporary one, removed after)")
     return p
@@ -312,7 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.tiny:
         tiny(args)
-    out = args.out if args.out is not None else (None if args.tiny else RESULTS)
+    # a partial run never overwrites the full table
+    partial = args.tiny or set(args.only.split(",")) != set(PARTS)
+    out = args.out if args.out is not None else (None if partial else RESULTS)
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
