@@ -107,6 +107,16 @@ _MARKERS = {
     "hungarian": "a az és hogy nem is egy van meg de",
 }
 _MARKER_SETS = {lang: frozenset(ws.split()) for lang, ws in _MARKERS.items()}
+# A marker several languages share says less than one only a single language
+# uses: each counts 1 / (languages that have it). One-letter words ("a", "v",
+# "s" of "Newcastle's") and English words ("to", "do") never speak for another
+# language: English is the fallback, the others must show words of their own.
+_MARKER_WEIGHT = Counter(w for ws in _MARKER_SETS.values() for w in ws)
+_MARKER_SETS = {
+    lang: ws if lang == "english"
+    else frozenset(w for w in ws if len(w) > 1 and w not in _MARKER_SETS["english"])
+    for lang, ws in _MARKER_SETS.items()
+}
 
 _LINE_END = re.compile(r"[.!?…。！？\"'”’»)\]]\s*$")
 HEADING_WORDS = 25  # a line with no closing punctuation and fewer words is a heading
@@ -154,10 +164,11 @@ def guess_language(text: str) -> str | None:
     if len(tokens) < 5:
         return None
     best, hits = max(
-        ((lang, sum(t in ws for t in tokens)) for lang, ws in _MARKER_SETS.items()),
+        ((lang, sum(1 / _MARKER_WEIGHT[t] for t in tokens if t in ws))
+         for lang, ws in _MARKER_SETS.items()),
         key=lambda x: x[1],
     )
-    return best if hits >= max(2, 0.08 * len(tokens)) else None
+    return best if hits >= max(2, 0.05 * len(tokens)) else None
 
 
 def _script(ch: str) -> str:
