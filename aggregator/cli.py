@@ -226,45 +226,43 @@ def cmd_feeds(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0
 
 
-def _edit_opml(settings: config.Settings, change: Callable[[Any], Any]) -> Any:
+def _edit_subscriptions(settings: config.Settings, change: Callable[[Any], Any]) -> Any:
+    """Change feeds.opml (replaced atomically), then bring the database in line."""
+    from aggregator.store import Store
+    from aggregator.update import sync_subscriptions, utcnow
+
     tree = opml.load_tree(settings.feeds)
     result = change(tree)
-    opml.write(settings.feeds, tree)
+    if result:
+        opml.write(settings.feeds, tree)
+    with Store(settings.db) as store:
+        sync_subscriptions(settings, store, utcnow())
     return result
 
 
 def cmd_add(args: argparse.Namespace, settings: config.Settings) -> int:
     from aggregator import discover
-    from aggregator.store import Store
-    from aggregator.update import make_fetcher, sync_subscriptions, utcnow
+    from aggregator.update import make_fetcher
 
     with make_fetcher(settings) as fetcher:
         url, title = discover.feed_url(fetcher, args.url)
     sub = Subscription(url=url, title=args.title or title, category=args.category)
-    added = _edit_opml(settings, lambda tree: opml.add(tree, sub))
-    with Store(settings.db) as store:
-        sync_subscriptions(settings, store, utcnow())
+    added = _edit_subscriptions(settings, lambda tree: opml.add(tree, sub))
     print(f"{'added' if added else 'already subscribed'}: {url}")
     return 0
 
 
 def cmd_remove(args: argparse.Namespace, settings: config.Settings) -> int:
-    from aggregator.store import Store
-    from aggregator.update import sync_subscriptions, utcnow
-
-    removed = _edit_opml(settings, lambda tree: opml.remove(tree, args.url))
+    removed = _edit_subscriptions(settings, lambda tree: opml.remove(tree, args.url))
     if not removed:
         raise OPMLError(f"not subscribed: {args.url}")
-    with Store(settings.db) as store:
-        sync_subscriptions(settings, store, utcnow())
     print(f"removed: {args.url} (its items stay in the database)")
     return 0
 
 
 def cmd_import(args: argparse.Namespace, settings: config.Settings) -> int:
     from aggregator.fetch import PAGE_ACCEPT, host_of
-    from aggregator.store import Store
-    from aggregator.update import make_fetcher, sync_subscriptions, utcnow
+    from aggregator.update import make_fetcher
 
     source = args.source
     if source.startswith(("http://", "https://")):
@@ -278,9 +276,7 @@ def cmd_import(args: argparse.Namespace, settings: config.Settings) -> int:
         except OSError as e:
             raise OPMLError(f"cannot read {source}: {e.strerror}") from e
     subs = opml.subscriptions(opml.parse_bytes(data, source))
-    added = _edit_opml(settings, lambda tree: opml.merge(tree, subs))
-    with Store(settings.db) as store:
-        sync_subscriptions(settings, store, utcnow())
+    added = _edit_subscriptions(settings, lambda tree: opml.merge(tree, subs))
     print(f"imported {len(added)} new feeds ({len(subs) - len(added)} already followed)")
     return 0
 

@@ -41,7 +41,8 @@ _WORDS = (
 ).split()
 
 
-def _read(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A BBC-set file: UTF-8, but one has a stray cp1252 byte."""
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8")
@@ -56,7 +57,7 @@ def load_articles(limit: int, seed: int = 1) -> list[tuple[str, list[str]]]:
         files = sorted(BBC.glob("*/*.txt"))
         random.Random(seed).shuffle(files)
         for f in files[:limit]:
-            lines = [ln.strip() for ln in _read(f).splitlines()]
+            lines = [ln.strip() for ln in read_text(f).splitlines()]
             title, body = lines[0], [p for p in lines[1:] if p]
             if body:
                 out.append((title, body))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from aggregator import summarize as S
 from aggregator.sentences import SentenceTokenizer, split_sentences
+from bench.farm import read_text
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbc-news-summary"
 RESULTS = Path(__file__).resolve().parent / "results" / "summaries.json"
@@ -45,14 +46,6 @@ class Article:
     body: str  # text after the title line
     reference: list[str]  # reference summary, split into sentences
     gold: list[str]  # reference sentences found verbatim, sentence-aligned, in the body
-
-
-def _read(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252")
 
 
 # A join of two sentences in a reference: sentence punctuation, maybe closing
@@ -106,9 +99,9 @@ def load(limit: int | None = None) -> list[Article]:
         paths = [paths[int(i * step)] for i in range(limit)]
     out = []
     for p in paths:
-        text = _read(p)
+        text = read_text(p)
         title, _, body = text.partition("\n")
-        summary = _read(ROOT / "Summaries" / p.parent.name / p.name)
+        summary = read_text(ROOT / "Summaries" / p.parent.name / p.name)
         ref, gold = split_reference(summary.strip(), body)
         out.append(Article(f"{p.parent.name}/{p.stem}", title.strip(), body, ref, gold))
     return out
