@@ -7,6 +7,7 @@ the environment spells them upper-case with a prefix: ``AGGREGATOR_INTERVAL=30``
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -99,8 +100,19 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 def _check(settings: Settings) -> Settings:
     problems = []
-    if settings.interval <= 0:
-        problems.append("interval must be positive")
+    for name in ("interval", "min_interval", "max_interval", "connect_timeout", "timeout",
+                 "stalled_after", "jitter"):
+        if not math.isfinite(getattr(settings, name)):
+            problems.append(f"{name} must be a finite number")
+    for name in ("interval", "min_interval", "connect_timeout", "timeout", "stalled_after"):
+        if getattr(settings, name) <= 0:
+            problems.append(f"{name} must be positive")
+    if settings.max_redirects < 0:
+        problems.append("max_redirects must be 0 or more")
+    if settings.max_entries < 1 or settings.category_max_entries < 0:
+        problems.append("max_entries must be at least 1, category_max_entries 0 or more")
+    if not 0 <= settings.port <= 65535:
+        problems.append("port must be between 0 and 65535")
     if settings.min_interval > settings.max_interval:
         problems.append("min_interval is larger than max_interval")
     if settings.workers < 1 or settings.per_host < 1:

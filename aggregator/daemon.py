@@ -227,7 +227,7 @@ class Daemon:
             try:
                 store = Store(settings.db)
                 result = run_pass(settings, store, fetcher, progress=self._progress,
-                                  should_stop=self._stop.is_set)
+                                  should_stop=self._stop.is_set, tolerate_bad_opml=True)
                 polled = len(result.outcomes)
                 self._passed(polled=polled > 0, all_failed=polled > 0 and result.failed == polled)
                 if result.outcomes:
@@ -379,6 +379,10 @@ class Daemon:
                         ", ".join(kept))
             new = new.replace(**kept)
         old, self.settings = self.settings, new
+        if new.log_level != old.log_level:
+            from aggregator.logs import setup_logging
+
+            setup_logging(new.log_level)
         if any(getattr(old, k) != getattr(new, k) for k in FETCH_SETTINGS):
             self._retired.append(self.fetcher)  # a pass may still use it
             self.fetcher = make_fetcher(new)

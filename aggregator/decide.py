@@ -35,24 +35,24 @@ def item_key(item: ParsedItem) -> str:
 
 
 def assign_keys(items: tuple[ParsedItem, ...] | list[ParsedItem]) -> list[tuple[str, ParsedItem]]:
-    """Keys for one document's items. A key seen twice in one document belongs to
-    different stories when their links or titles differ: the later ones get a
-    suffix from their link/title, so they are stored apart, not merged. True
-    repeats (same key, same story) are dropped."""
+    """Keys for one document's items. A key shared by different stories (their
+    links or titles differ) stays with one of them, chosen by content, not by
+    position, so a feed that reorders its items doesn't swap them; the others
+    get a suffix from their link and title, so they are stored apart, not merged.
+    True repeats (same key, same story) are dropped."""
+    stories: dict[str, set[tuple[str | None, str | None]]] = {}
+    for item in items:
+        stories.setdefault(item_key(item), set()).add((item.url, item.title))
+    owner = {key: min(found, key=lambda story: _digest(*story))
+             for key, found in stories.items()}
     out: list[tuple[str, ParsedItem]] = []
-    seen: dict[str, ParsedItem] = {}
     taken: set[str] = set()
     for item in items:
         key = item_key(item)
-        first = seen.get(key)
-        if first is None:
-            seen[key] = item
-        elif (first.url, first.title) == (item.url, item.title):
-            continue  # the same story listed twice
-        else:
+        if (item.url, item.title) != owner[key]:
             key = f"{key}#{_digest(item.url, item.title)[:12]}"
         if key in taken:
-            continue
+            continue  # the same story listed twice
         taken.add(key)
         out.append((key, item))
     return out

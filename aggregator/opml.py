@@ -33,9 +33,14 @@ def parse_bytes(data: bytes, source: str = "OPML") -> ET.Element:
     return root
 
 
+def _url(outline: ET.Element) -> str:
+    """An outline's feed URL, as every reader spells the attribute."""
+    return (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
+
+
 def _walk(node: ET.Element, folders: tuple[str, ...]) -> Iterator[Subscription]:
     for outline in node.findall("outline"):
-        url = (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
+        url = _url(outline)
         name = (outline.get("title") or outline.get("text") or "").strip() or None
         if url:
             flag = (outline.get(FETCH_ARTICLES_ATTR) or "").strip().lower()
@@ -76,7 +81,11 @@ def read(path: Path) -> list[Subscription]:
 def load_tree(path: Path) -> ET.Element:
     if not path.exists():
         return new_document()
-    return parse_bytes(path.read_bytes(), str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise OPMLError(f"cannot read {path}: {e.strerror}") from e
+    return parse_bytes(data, str(path))
 
 
 def new_document(title: str = "aggregator subscriptions") -> ET.Element:
@@ -124,7 +133,7 @@ def _folder(body: ET.Element, category: str | None) -> ET.Element:
     node = body
     for part in [p.strip() for p in (category or "").split("/") if p.strip()]:
         for child in node.findall("outline"):
-            if not child.get("xmlUrl") and (child.get("title") or child.get("text")) == part:
+            if not _url(child) and (child.get("title") or child.get("text")) == part:
                 node = child
                 break
         else:
@@ -136,13 +145,13 @@ def _outlines(root: ET.Element) -> Iterator[tuple[ET.Element, ET.Element]]:
     """(parent, outline) for every feed outline."""
     for parent in root.iter():
         for child in parent.findall("outline"):
-            if child.get("xmlUrl"):
+            if _url(child):
                 yield parent, child
 
 
 def add(root: ET.Element, sub: Subscription) -> bool:
     """Add ``sub`` unless its URL is already there; True when added."""
-    if any(o.get("xmlUrl") == sub.url for _, o in _outlines(root)):
+    if any(_url(o) == sub.url for _, o in _outlines(root)):
         return False
     body = root.find("body")
     assert body is not None
@@ -159,7 +168,7 @@ def add(root: ET.Element, sub: Subscription) -> bool:
 def remove(root: ET.Element, url: str) -> bool:
     found = False
     for parent, outline in list(_outlines(root)):
-        if outline.get("xmlUrl") == url:
+        if _url(outline) == url:
             parent.remove(outline)
             found = True
     return found
@@ -169,7 +178,8 @@ def rename(root: ET.Element, old: str, new: str) -> bool:
     """Point the outline of ``old`` at ``new`` (a permanent redirect)."""
     found = False
     for _, outline in _outlines(root):
-        if outline.get("xmlUrl") == old:
+        if _url(outline) == old:
+            outline.attrib.pop("xmlurl", None)
             outline.set("xmlUrl", new)
             found = True
     return found

@@ -282,15 +282,13 @@ class Store:
             raise StorageError(f"database {self.path} is busy or read-only: {e}") from e
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            try:
-                self.conn.execute("COMMIT")
-            except sqlite3.Error as e:
+            self.conn.execute("COMMIT")
+        except BaseException as e:
+            if self.conn.in_transaction:  # SQLite may have rolled back already (disk full)
                 self.conn.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
                 raise StorageError(f"cannot write database {self.path}: {e}") from e
+            raise
 
     # --- health ------------------------------------------------------------------
 
@@ -435,7 +433,8 @@ class Store:
             c.execute(
                 "UPDATE feeds SET last_fetch = ?, last_status = ?, last_success = ?, "
                 "next_fetch = ?, error_count = 0, last_error = ?, state = 'ok', "
-                "etag = ?, last_modified = ?, body_hash = ?, "
+                "etag = coalesce(?, etag), last_modified = coalesce(?, last_modified), "
+                "body_hash = ?, "
                 "feed_title = coalesce(?, feed_title), site_url = coalesce(?, site_url), "
                 "language = coalesce(?, language), ttl_minutes = coalesce(?, ttl_minutes) "
                 "WHERE id = ?",
@@ -558,7 +557,9 @@ class Store:
             "WHERE f.active = 1 AND f.category IS NOT NULL "
             "ORDER BY i.sort_date DESC, i.id DESC")
         for item_id, category in cur:
-            got = ids[category]
+            got = ids.get(category)
+            if got is None:  # a folder renamed since categories() was read
+                continue
             if len(got) < limit:
                 got.append(item_id)
                 if len(got) == limit:

@@ -23,6 +23,7 @@ import os
 import random
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,13 @@ from pathlib import Path
 
 from aggregator import decide, opml, workers
 from aggregator.config import Settings
-from aggregator.errors import AggregatorError, FetchError, HTTPStatusError, ParseError
+from aggregator.errors import (
+    AggregatorError,
+    FetchError,
+    HTTPStatusError,
+    OPMLError,
+    ParseError,
+)
 from aggregator.fetch import PAGE_ACCEPT, Fetcher, Limits, host_of
 from aggregator.logs import log_feed_result
 from aggregator.store import FeedRow, PendingItem, Store
@@ -132,8 +139,11 @@ def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime,
         from aggregator.parse import parse  # not imported by a poll that gets only 304s
 
         if pool is not None:  # this thread waits without the GIL; another core parses
-            parsed = pool.submit(parse, result.body, result.headers, result.final_url,
-                                 now).result()
+            try:
+                parsed = pool.submit(parse, result.body, result.headers, result.final_url,
+                                     now).result()
+            except BrokenProcessPool:  # a parser process died: parse here instead
+                parsed = parse(result.body, result.headers, result.final_url, now)
         else:
             parsed = parse(result.body, result.headers, result.final_url, now)
         return _Fetched(feed, result, parsed, body_hash)
@@ -182,11 +192,21 @@ def run_pass(
     rng: random.Random | None = None,
     progress: Callable[[FeedOutcome], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    tolerate_bad_opml: bool = False,
 ) -> PassResult:
     """Sync subscriptions, poll the due feeds (every active one with
-    ``all_feeds``), store what is new or changed."""
+    ``all_feeds``), store what is new or changed. With ``tolerate_bad_opml``
+    (the daemon) an unreadable feeds.opml is logged and the feeds already in
+    the database are polled; without it (a one-shot update) it is fatal."""
     rng = rng or random.Random()
-    result = PassResult(sync=sync_subscriptions(settings, store, clock()))
+    try:
+        sync = sync_subscriptions(settings, store, clock())
+    except OPMLError as e:
+        if not tolerate_bad_opml:
+            raise
+        log.error("%s; polling the subscriptions already in the database", e)
+        sync = {}
+    result = PassResult(sync=sync)
     due = store.due_feeds(clock(), all_feeds=all_feeds)
     moves: list[tuple[str, str]] = []
     pol = policy(settings)
@@ -274,20 +294,20 @@ def _record_error(store: Store, feed: FeedRow, error: AggregatorError,
 
 
 def _apply_moves(settings: Settings, store: Store, moves: Sequence[tuple[str, str]]) -> None:
-    """301/308: the feed moves, in the database and in feeds.opml."""
+    """301/308: the feed moves in feeds.opml first, then in the database, so the
+    two never disagree (a sync would otherwise bring the old URL back)."""
     try:
         tree = opml.load_tree(settings.feeds)
+        done = [(old, new) for old, new in moves if opml.rename(tree, old, new)]
+        if done:
+            opml.write(settings.feeds, tree)
     except AggregatorError as e:
-        log.error("cannot record moved feeds in %s: %s", settings.feeds, e)
+        log.error("cannot record moved feeds in %s, keeping their old URLs: %s",
+                  settings.feeds, e)
         return
-    for old, new in moves:
+    for old, new in done:
         store.move_feed(old, new)
-        opml.rename(tree, old, new)
         log.info("%s: moved permanently to %s", old, new)
-    try:
-        opml.write(settings.feeds, tree)
-    except AggregatorError as e:
-        log.error("moved feeds are stored but %s could not be rewritten: %s", settings.feeds, e)
 
 
 # --- the second stage: articles and summaries -----------------------------------------

@@ -145,3 +145,55 @@ def test_database_that_is_not_sqlite_is_a_one_line_error(tmp_path):
     assert out.returncode == 1
     assert out.stderr.startswith("aggregator: error:") and "Traceback" not in out.stderr
     assert bad.read_bytes() == b"this is not a database" * 100  # untouched
+
+
+def test_a_moved_feed_stays_moved_whatever_the_outline_spelling(tmp_path):
+    from hostile_servers import local_httpserver, rss
+
+    with local_httpserver() as server:
+        old, new = server.url_for("/old"), server.url_for("/new")
+        server.expect_request("/old").respond_with_data("", status=301,
+                                                        headers={"Location": "/new"})
+        server.expect_request("/new").respond_with_data(
+            rss("Moved", ("Story", server.url_for("/s1"))), content_type="application/rss+xml")
+        feeds = tmp_path / "feeds.opml"
+        feeds.write_text('<opml version="2.0"><head/><body>'
+                         f'<outline text="Moved" xmlurl=" {old} "/></body></opml>')
+        s = Settings(db=tmp_path / "x.db", feeds=feeds, output=tmp_path / "out",
+                     fetch_articles=False, summaries=False, publish=False)
+        with Store(s.db) as store, make_fetcher(s) as fetcher:
+            for _ in range(3):
+                run_pass(s, store, fetcher, all_feeds=True)
+            rows = [(f.url, f.active) for f in store.feeds()]
+            assert rows == [(new, True)]
+            assert store.count_items() == 1
+        from aggregator import opml
+
+        assert [x.url for x in opml.read(feeds)] == [new]
+
+
+def test_daemon_passes_survive_a_broken_feeds_opml_but_update_does_not(tmp_path):
+    from aggregator.errors import OPMLError
+
+    with Farm(2, 2).serve() as farm:
+        s = settings_for(tmp_path, farm)
+        with Store(s.db) as store, make_fetcher(s) as fetcher:
+            assert run_pass(s, store, fetcher).new == 4
+            s.feeds.write_text("<opml><body><outline")  # half-saved by an editor
+            with pytest.raises(OPMLError):
+                run_pass(s, store, fetcher, all_feeds=True)
+            farm.add_item()
+            kept = run_pass(s, store, fetcher, all_feeds=True, tolerate_bad_opml=True)
+            assert kept.new == 2 and store.count_items() == 6
+
+
+@pytest.mark.parametrize("env", [
+    {"AGGREGATOR_INTERVAL": "nan"}, {"AGGREGATOR_PORT": "70000"},
+    {"AGGREGATOR_MAX_REDIRECTS": "-1"}, {"AGGREGATOR_TIMEOUT": "0"},
+    {"AGGREGATOR_MAX_ENTRIES": "-1"},
+])
+def test_out_of_range_settings_are_refused(env):
+    from aggregator import config
+
+    with pytest.raises(config.ConfigError):
+        config.load(None, env=env, flags={})
