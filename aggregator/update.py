@@ -175,7 +175,8 @@ def _parse_pool(due: int, processes: int) -> Iterator[Executor | None]:
         return
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["aggregator.parse"])
-    pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx,
+                               initializer=workers.exit_with_parent, initargs=(os.getpid(),))
     try:
         yield pool
     finally:

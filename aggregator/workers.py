@@ -7,8 +7,10 @@ happens on the caller's thread, so abandoning a fetch in flight loses nothing.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -78,3 +80,23 @@ def unordered(
                 break
     finally:
         stop.set()
+
+
+def exit_with_parent(pid: int, every: float = 1.0) -> None:
+    """Process-pool initializer: end this worker once process ``pid`` is gone.
+
+    A pool worker blocks on its task queue, whose other end it holds itself,
+    so when the parent is killed (``kill -9``) it would wait for ever, and keep
+    the forkserver alive with it. A daemon thread checks the parent instead."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass  # alive, under another user
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

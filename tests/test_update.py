@@ -108,9 +108,29 @@ def test_kill_9_mid_update_leaves_a_sound_database(tmp_path):
         # every feed row that says it succeeded has all its items: no half-written feed
         assert count(db, "select count(*) from feeds f where last_success is not null and "
                          "(select count(*) from items i where i.feed_id = f.id) != 30") == 0
+        # no parser process outlives its killed parent
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _children_of_killed(tmp_path):
+            time.sleep(0.2)
+        assert _children_of_killed(tmp_path) == []
         done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert count(db) == 6000
+
+
+def _children_of_killed(tmp_path: Path) -> list[str]:
+    """Processes (parser pool, forkserver) started from the killed update's directory."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "forkserver" in cmd and str(tmp_path) in cmd:
+            found.append(proc.name)
+    return found
 
 
 @pytest.mark.parametrize("bad", ["not = [valid toml", "interval = 'soon'", "nonsense = 1"])
