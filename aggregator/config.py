@@ -49,7 +49,6 @@ class Settings:
     fetch_articles: bool = True
     summaries: bool = True
     min_content_words: int = 120  # shorter item content -> fetch the article
-    summary_workers: int = 1
     # publishing
     publish: bool = True
     title: str = "aggregator"

@@ -138,10 +138,6 @@ class Notifier:
         """Keep-alive for WatchdogSec=; use Watchdog rather than calling this on a timer."""
         return self.send(WATCHDOG=1)
 
-    def extend_timeout(self, seconds: float) -> bool:
-        """Ask for more time to start or stop (e.g. a long migration) than TimeoutStartSec=."""
-        return self.send(EXTEND_TIMEOUT_USEC=int(seconds * 1_000_000))
-
     def close(self) -> None:
         with self._lock:
             if self._sock is not None:

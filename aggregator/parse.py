@@ -436,11 +436,9 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> Pars
     )
 
 
-class _LinkFinder:
-    """<link rel="alternate" type="application/rss+xml" href="..."> in a page."""
-
-    TYPES = ("application/rss+xml", "application/atom+xml", "application/feed+json",
-             "application/rdf+xml", "application/json")
+# <link rel="alternate" type=...> types that announce a feed, best first
+FEED_LINK_TYPES = ("application/rss+xml", "application/atom+xml", "application/feed+json",
+                   "application/rdf+xml", "application/json")
 
 
 def find_feed_links(page: bytes, base_url: str) -> list[str]:
@@ -457,8 +455,8 @@ def find_feed_links(page: bytes, base_url: str) -> list[str]:
             a = {k.lower(): (v or "") for k, v in attrs}
             rels = a.get("rel", "").lower().split()
             kind = a.get("type", "").lower().split(";")[0].strip()
-            if "alternate" in rels and kind in _LinkFinder.TYPES and a.get("href"):
-                found.append((_LinkFinder.TYPES.index(kind), urljoin(base_url, a["href"])))
+            if "alternate" in rels and kind in FEED_LINK_TYPES and a.get("href"):
+                found.append((FEED_LINK_TYPES.index(kind), urljoin(base_url, a["href"])))
 
     finder = Finder(convert_charrefs=True)
     try:

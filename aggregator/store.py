@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # sqlite-utils (and numpy, which it imports when installed) costs a CLI run
 # 0.05-0.15 s of start-up; it is imported only when a migration is pending
-# (or ``Store.db`` is used), never on the polling path.
+# never on the polling path.
 MIGRATION_SET = "aggregator"
 MIGRATIONS: list[Any] = []
 
@@ -254,13 +254,6 @@ class Store:
             raise StorageError(f"cannot open database {path}: {e.strerror}") from e
         self.conn = conn
 
-    @property
-    def db(self) -> sqlite_utils.Database:
-        """sqlite-utils' view of the connection (imported on first use)."""
-        import sqlite_utils
-
-        return sqlite_utils.Database(self.conn)
-
     def close(self) -> None:
         try:
             self.conn.execute("PRAGMA optimize")
@@ -297,9 +290,6 @@ class Store:
             return self.conn.execute("SELECT 1").fetchone() == (1,)
         except sqlite3.Error:
             return False
-
-    def integrity_ok(self) -> bool:
-        return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     # --- subscriptions ---------------------------------------------------------------
 
@@ -364,11 +354,6 @@ class Store:
             "SELECT min(next_fetch) FROM feeds WHERE active = 1 AND state != 'gone'"
         ).fetchone()
         return from_iso(row[0]) if row else None
-
-    def remove_feed(self, url: str) -> bool:
-        """Mark a feed inactive; its items stay."""
-        with self.transaction() as c:
-            return c.execute("UPDATE feeds SET active = 0 WHERE url = ?", (url,)).rowcount > 0
 
     def move_feed(self, old: str, new: str) -> None:
         """A permanent redirect: the feed keeps its id, items and state under ``new``."""
@@ -507,11 +492,6 @@ class Store:
             for r in rows
         ]
 
-    def count_pending_summaries(self) -> int:
-        return int(self.conn.execute(
-            "SELECT count(*) FROM items WHERE summary_hash IS NULL OR summary_hash != content_hash"
-        ).fetchone()[0])
-
     def save_article(self, item_id: int, status: str, text: str | None) -> None:
         with self.transaction() as c:
             c.execute("UPDATE items SET article_status = ?, article_text = ? WHERE id = ?",
@@ -602,10 +582,6 @@ class Store:
 
     def count_items(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM items").fetchone()[0])
-
-    def item_rows(self, where: str = "1", args: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        """Rows of items as dicts (for tests and the CLI's inspection commands)."""
-        return [dict(r) for r in self.db.query(f"SELECT * FROM items WHERE {where}", list(args))]
 
 
 _ENTRY_SELECT = (

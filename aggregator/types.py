@@ -3,7 +3,7 @@ apart from "what we stored" (FeedRow, Entry)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 
@@ -87,4 +87,3 @@ class Entry:
     summary_method: str | None = None
     content_text: str | None = None
     feed_origin: str | None = None  # the feed's first URL: ids stay put when it moves
-    extra: dict[str, str] = field(default_factory=dict)

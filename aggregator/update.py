@@ -373,12 +373,13 @@ def summarize_pending(
         if not pending:
             break
         wanted = [p for p in pending if wants_article(p, settings)]
-        articles = {}
-        for item_id, article in workers.unordered(
+        wanted_ids = {p.id for p in wanted}
+        articles: dict[int, tuple[str, str | None]] = {}
+        for item_id, fetched in workers.unordered(
             lambda p: (p.id, _fetch_article(fetcher, p)), wanted, settings.workers,
             should_stop=should_stop, name="article",
         ):
-            articles[item_id] = article
+            articles[item_id] = fetched
             progress()
         for item in pending:
             if should_stop():
@@ -388,7 +389,7 @@ def summarize_pending(
                 status, article = articles[item.id]
                 store.save_article(item.id, status, article)
                 text = article
-            elif item in wanted:
+            elif item.id in wanted_ids:
                 continue  # its article fetch was cut short by a stop: next time
             text = text or item.content_text or ""
             try:
