@@ -30,7 +30,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if CI and report.skipped and not hasattr(report, "wasxfail") \
             and item.get_closest_marker("opt_in") is None:
         report.outcome = "failed"
-        report.longrepr = f"skipped under CI=true, where it must run: {_skip_reason(report.longrepr)}"
+        reason = _skip_reason(report.longrepr)
+        report.longrepr = f"skipped under CI=true, where it must run: {reason}"
 
 
 @pytest.hookimpl(hookwrapper=True)
