@@ -43,8 +43,8 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
 _SURROGATES = re.compile("[\ud800-\udfff]")
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[^\[\]{}]+")
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 def is_json_type(content_type: str | None) -> bool:
@@ -71,19 +71,25 @@ def sniff(body: bytes) -> bool:
 
 
 def _too_deep(text: str) -> bool:
-    """Is any array or object nested deeper than MAX_DEPTH? Counted outside
-    strings, in C for the most part, before the decoder recurses."""
+    """Is an array or object nested deeper than MAX_DEPTH (or are the
+    brackets unbalanced)? Checked before the decoder recurses, in C: the
+    brackets outside strings, then passes that each remove the innermost
+    pairs (one or two levels a pass), so a document still holding brackets
+    after MAX_DEPTH passes is deeper than MAX_DEPTH, and one that reaches
+    the decoder is at most 2 × MAX_DEPTH deep."""
     if text.count("[") + text.count("{") <= MAX_DEPTH:
         return False
-    depth = 0
-    for ch in _BRACKETS.sub("", _STRING.sub("", text)):
-        if ch in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return True
-        else:
-            depth -= 1
-    return False
+    unescaped = _ESCAPE.sub("", text) if "\\" in text else text
+    outside = "".join(unescaped.split('"')[::2])  # no escapes left: quotes pair up
+    brackets = outside.encode("utf-8", "surrogatepass").translate(None, _NOT_BRACKETS)
+    for _ in range(MAX_DEPTH):
+        shorter = brackets.replace(b"{}", b"").replace(b"[]", b"")
+        if not shorter:
+            return False
+        if len(shorter) == len(brackets):
+            return True  # unbalanced: no JSON
+        brackets = shorter
+    return True
 
 
 def _no_constant(name: str) -> float:
@@ -95,7 +101,7 @@ def _load(body: bytes) -> Any:
         raise ParseError(f"not a feed: a JSON document of {len(body)} bytes is too large")
     text = _decode(body)
     if _too_deep(text):
-        raise ParseError(f"not a feed: JSON nested deeper than {MAX_DEPTH} levels")
+        raise ParseError(f"not a feed: JSON nested deeper than {MAX_DEPTH} levels, or unbalanced")
     try:
         return json.loads(text, parse_constant=_no_constant)
     except RecursionError as e:
@@ -135,11 +141,12 @@ def _author(item: dict[str, Any]) -> str | None:
     return None
 
 
-def _item(raw: dict[str, Any], base: str, now: datetime) -> ParsedItem | None:
+def _item(raw: dict[str, Any], base: str, now: datetime,
+          feed_author: str | None) -> ParsedItem | None:
     url = (clean.web_url(_text(raw.get("url")), base)
            or clean.web_url(_text(raw.get("external_url")), base))
     html = _text(raw.get("content_html"))
-    content = (clean.sanitize(html, url or base) if html else None) \
+    content = (clean.sanitize(html, base) if html else None) \
         or clean.text_to_html(_text(raw.get("content_text"))) \
         or clean.text_to_html(_text(raw.get("summary")))
     title = clean.plain(_text(raw.get("title")))
@@ -151,7 +158,7 @@ def _item(raw: dict[str, Any], base: str, now: datetime) -> ParsedItem | None:
         guid=guid,
         url=url,
         title=title,
-        author=_author(raw),
+        author=_author(raw) or feed_author,  # the feed's author stands for its items'
         published=clean.rfc3339(raw.get("date_published"), now),
         updated=clean.rfc3339(raw.get("date_modified"), now),
         content=content,
@@ -174,13 +181,14 @@ def parse(body: bytes, url: str, now: datetime) -> ParsedFeed:
     if not isinstance(raw_items, list):
         raise ParseError("not a feed: JSON Feed items is not a list")
     language = clean.language(_text(doc.get("language")))
+    feed_author = _author(doc)
     items: list[ParsedItem] = []
     skipped = 0
     for raw in raw_items[: clean.MAX_ITEMS]:
         if not isinstance(raw, dict):
             skipped += 1
             continue
-        item = _item(raw, url, now)
+        item = _item(raw, url, now, feed_author)
         if item is not None:  # an item with nothing to show or tell apart is no story
             items.append(item)
     warnings = []
