@@ -496,3 +496,19 @@ def test_feed_links_come_in_the_stated_order() -> None:
     ]
     assert find_feed_links(b"<link rel=alternate type=application/rss+xml href=/a>" * 100,
                            "http://127.0.0.1/") == ["http://127.0.0.1/a"]
+
+
+def test_feedparser_given_a_stream_still_reads_the_headers() -> None:
+    # Content-Location is the base for relative links, Content-Type's charset names the bytes
+    doc = ('<rss version="2.0"><channel><title>Новости</title><item><title>Привет</title>'
+           '<link>item/1</link><description>&lt;a href="../x"&gt;x&lt;/a&gt;</description>'
+           "</item></channel></rss>").encode("koi8-r")
+    headers = {"Content-Type": "application/rss+xml; charset=koi8-r",
+               "Content-Location": "http://127.0.0.1/moved/feed.xml"}
+    feed = parse(doc, headers, "http://127.0.0.1/asked/feed.xml", NOW)
+    assert (feed.title, feed.items[0].title) == ("Новости", "Привет")
+    assert feed.items[0].url == "http://127.0.0.1/moved/item/1"
+    assert 'href="http://127.0.0.1/x"' in (feed.items[0].content or "")
+    # without Content-Location, the URL asked for
+    feed = parse(doc, {"Content-Type": headers["Content-Type"]}, "http://127.0.0.1/a/f", NOW)
+    assert feed.items[0].url == "http://127.0.0.1/a/item/1"
