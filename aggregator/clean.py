@@ -58,7 +58,9 @@ _BLOCK = re.compile(
 )
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 _NEWLINES = re.compile(r"\n\s*\n\s*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# control characters a URL never holds (tab and newlines are left: the URL is
+# kept as the feed wrote it, so items keyed by their link keep their key)
+_URL_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TTL = re.compile(r"[0-9]+", re.ASCII)
 
 
@@ -136,14 +138,15 @@ def language(value: Any) -> str | None:
 
 
 def identifier(value: Any) -> str | None:
-    """A guid / id as text: stripped, control characters out, bounded."""
+    """A guid / id as text: stripped, NULs out (JSON may carry them), bounded;
+    nothing else changes, so keys stored before stay the same."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
         value = str(value)
     if not isinstance(value, str):
         return None
-    value = _CONTROL.sub("", value).strip()
+    value = value.replace("\x00", "").strip()
     if len(value) > MAX_ID_CHARS:
         digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         value = f"{value[:MAX_ID_CHARS - 40]}#sha256:{digest}"
@@ -159,9 +162,8 @@ def web_url(value: Any, base: str | None = None) -> str | None:
     if not value or not isinstance(value, str):
         return None
     value = value.strip()
-    if not value or len(value) > MAX_URL_CHARS or _CONTROL.search(value):
+    if not value or len(value) > MAX_URL_CHARS or _URL_CONTROL.search(value):
         return None
-    value = value.replace(" ", "%20")
     try:
         if base and not urlsplit(value).scheme:
             value = urljoin(base, value)
