@@ -316,3 +316,20 @@ def test_json_feed_subscription_through_a_real_pass(tmp_path: Path) -> None:
 ])
 def test_depth_guard(text: str, deep: bool) -> None:
     assert jsonfeed._too_deep(text) is deep
+
+
+def test_add_of_a_page_finds_its_json_feed(tmp_path: Path) -> None:
+    from aggregator.discover import feed_url
+    from aggregator.update import make_fetcher
+
+    page = (b'<html><head><link rel="alternate" type="application/feed+json" href="feed.json">'
+            b'<link rel="alternate" type="application/json" href="other.json"></head></html>')
+    with local_httpserver() as server:
+        server.expect_request("/blog/").respond_with_response(
+            Response(page, 200, headers={"Content-Type": "text/html"}))
+        server.expect_request("/blog/feed.json").respond_with_response(Response(
+            (DATA / "jsonfeed-1.0.json").read_bytes(), 200,
+            headers={"Content-Type": "application/feed+json"}))
+        with make_fetcher(settings_for(tmp_path)) as fetcher:
+            found = feed_url(fetcher, server.url_for("/blog/"))
+    assert found == (server.url_for("/blog/feed.json"), "Old Style")
