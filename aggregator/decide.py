@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -73,13 +74,23 @@ def content_hash(item: ParsedItem) -> str:
 
 # --- when to poll next -----------------------------------------------------------
 
-# A header asking for more than this is treated as asking for this much; it also
-# keeps a "Retry-After: 99999999999999999999" from overflowing a timedelta.
+# Every duration read from outside is bounded by this before it becomes a
+# timedelta (a "Retry-After: 99999999999999999999" would overflow one); the
+# policy maximum then bounds it again.
 _LONGEST = timedelta(days=3650)
+_LONGEST_SECONDS = int(_LONGEST.total_seconds())
+# a <ttl> above this (a year, in minutes) means "a year"
+MAX_TTL_MINUTES = 366 * 24 * 60
+_DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
+_MAX_AGE = re.compile(r"(?:s-)?max-age\s*=\s*\"?([0-9]+)\"?", re.ASCII)
 
 
 def _seconds(digits: str) -> timedelta:
-    return min(timedelta(seconds=min(int(digits), 10**10)), _LONGEST)
+    """ASCII digits -> a duration of at most _LONGEST (no int() of a
+    megabyte of digits either)."""
+    if len(digits) > 12:
+        return _LONGEST
+    return timedelta(seconds=min(int(digits), _LONGEST_SECONDS))
 
 
 @dataclass(frozen=True)
@@ -90,48 +101,93 @@ class PollPolicy:
     jitter: float  # fraction of the delay, added
 
 
+def _header(value: object) -> str | None:
+    return value if isinstance(value, str) and len(value) <= 4096 else None
+
+
 def max_age(cache_control: str | None) -> timedelta | None:
+    """Cache-Control (s-)max-age in delta-seconds: ASCII digits, nothing else
+    ("+5", "1e3", "٣" and "-1" are no max-age)."""
+    cache_control = _header(cache_control)
     if not cache_control:
         return None
-    directives = [d.strip().lower() for d in cache_control.split(",")]
-    for d in directives:
-        m = re.fullmatch(r"(?:s-)?max-age\s*=\s*\"?(\d+)\"?", d)
+    for d in cache_control.split(","):
+        m = _MAX_AGE.fullmatch(d.strip().lower())
         if m:
             return _seconds(m.group(1))
     return None
 
 
 def http_date(value: str | None) -> datetime | None:
+    """An HTTP date (RFC 9110: IMF-fixdate and the obsolete forms), aware;
+    None when unreadable or outside what a datetime holds."""
+    value = _header(value)
     if not value:
         return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
         return None
     if when.tzinfo is None:  # "-0000": the sender's zone is unknown; UTC is the usual meaning
         when = when.replace(tzinfo=UTC)
     return when
 
 
+def _until(when: datetime | None, base: datetime) -> timedelta | None:
+    if when is None:
+        return None
+    try:
+        return min(max(when - base, timedelta(0)), _LONGEST)
+    except OverflowError:
+        return _LONGEST if when > base else timedelta(0)
+
+
 def retry_after(value: str | None, now: datetime) -> timedelta | None:
-    """Retry-After is either seconds or an HTTP date."""
+    """Retry-After is either delta-seconds (ASCII digits) or an HTTP date."""
+    value = _header(value)
     if not value:
         return None
     value = value.strip()
-    if value.isascii() and value.isdigit():
+    if _DELTA_SECONDS.fullmatch(value):
         return _seconds(value)
-    when = http_date(value)
-    if when is None:
-        return None
-    return min(max(when - now, timedelta(0)), _LONGEST)
+    return _until(http_date(value), now)
 
 
 def expires_in(expires: str | None, date: str | None, now: datetime) -> timedelta | None:
-    when = http_date(expires)
-    if when is None:
+    # compare with the server's clock when it sent one
+    return _until(http_date(expires), http_date(date) or now)
+
+
+def _bounded(value: timedelta, low: timedelta, high: timedelta) -> timedelta:
+    return min(max(value, low), high)
+
+
+def _backoff(interval: timedelta, error_count: object, ceiling: timedelta) -> timedelta:
+    """interval × 2^(errors-1), never past ``ceiling`` (and never an overflow)."""
+    if not isinstance(error_count, int) or isinstance(error_count, bool) or error_count <= 0:
+        return interval
+    factor = 2 ** min(error_count - 1, 16)
+    if interval > ceiling / factor:
+        return ceiling
+    return interval * factor
+
+
+def _ttl(ttl_minutes: object) -> timedelta | None:
+    if not isinstance(ttl_minutes, int) or isinstance(ttl_minutes, bool) or ttl_minutes <= 0:
         return None
-    base = http_date(date) or now  # compare with the server's clock when it sent one
-    return min(max(when - base, timedelta(0)), _LONGEST)
+    return timedelta(minutes=min(ttl_minutes, MAX_TTL_MINUTES))
+
+
+def _fraction(value: object, high: float) -> float:
+    """A float in [0, high]; NaN, infinities and non-numbers are 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    value = float(value)
+    if not math.isfinite(value):
+        return 0.0
+    return min(max(value, 0.0), high)
 
 
 def next_poll(
@@ -145,17 +201,20 @@ def next_poll(
 ) -> datetime:
     """The largest of: the interval (grown by error backoff), the feed's <ttl>,
     Cache-Control max-age or Expires, and Retry-After; clamped to
-    [minimum, maximum], then jittered so a restart doesn't poll every feed at once.
+    [minimum, maximum] (Retry-After too: a server asking for a week waits the
+    maximum), then jittered so a restart doesn't poll every feed at once.
 
     ``random_fraction`` in [0, 1) comes from the caller's random source.
+    Never raises for any headers, ttl or error count: the answer is always in
+    [now + minimum, now + maximum × (1 + jitter)] (jitter held to [0, 1]).
     """
-    headers = headers or {}
-    delay = policy.interval
-    if error_count > 0:
-        delay = policy.interval * (2 ** min(error_count - 1, 16))
-    candidates = [delay]
-    if ttl_minutes and ttl_minutes > 0:
-        candidates.append(timedelta(minutes=ttl_minutes))
+    headers = headers if isinstance(headers, dict) else {}
+    low = _bounded(policy.minimum, timedelta(0), _LONGEST)
+    high = _bounded(policy.maximum, low, _LONGEST)
+    candidates = [_backoff(_bounded(policy.interval, timedelta(0), _LONGEST), error_count, high)]
+    ttl = _ttl(ttl_minutes)
+    if ttl is not None:
+        candidates.append(ttl)
     age = max_age(headers.get("cache-control"))
     if age is not None:
         candidates.append(age)
@@ -164,14 +223,14 @@ def next_poll(
         if exp is not None:
             candidates.append(exp)
     ra = retry_after(headers.get("retry-after"), now)
-    hard_floor = timedelta(0)
     if ra is not None:
         candidates.append(ra)
-        hard_floor = min(ra, timedelta(days=7))  # a server's explicit wish beats our maximum
-    delay = max(candidates)
-    delay = min(max(delay, policy.minimum), max(policy.maximum, hard_floor))
-    delay += delay * policy.jitter * random_fraction
-    return now + delay
+    delay = _bounded(max(candidates), low, high)
+    delay += delay * (_fraction(policy.jitter, 1.0) * _fraction(random_fraction, 1.0))
+    try:
+        return now + delay
+    except OverflowError:  # a clock at the end of time: as late as a datetime goes
+        return datetime.max.replace(tzinfo=now.tzinfo)
 
 
 # --- what a fetch outcome means for the feed ----------------------------------------

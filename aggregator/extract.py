@@ -2,7 +2,10 @@
 
 Feed items often carry only a one-sentence teaser. When that is too short to
 summarise, the daemon fetches the linked page (fetch.py) and hands the HTML
-here. This module is pure: it never touches the network or the disk.
+here. This module is pure: it never touches the network or the disk. Bytes
+and str are always parsed as a document (lxml ``document_fromstring``) and
+trafilatura gets the tree, so a page whose body is "/etc/passwd" or a URL is
+that text, never a file or a fetch.
 
     bytes --decode_html--> str --parse (lxml, no network, no entities)-->
     tree --trafilatura--> lines --drop the headline--> paragraphs

@@ -1,7 +1,12 @@
-"""Bytes + headers -> ParsedFeed (feedparser), with every piece of item HTML
-sanitised (nh3) and every title made plain text.
+"""Bytes + headers -> ParsedFeed: RSS, Atom and RDF with feedparser, JSON Feed
+with jsonfeed.py, both through the same rules (clean.py): item HTML
+sanitised (nh3), titles plain text, links http(s) only, dates, numbers,
+strings and item counts checked and bounded where they enter.
 
 Pure: no network, no database; ``now`` comes in so future dates can be judged.
+Bytes are bytes: feedparser gets them as a stream, never as a str or bytes it
+could take for a file name or URL. Whatever the bytes, parse() raises
+ParseError or returns.
 XML safety: a document whose internal DTD subset declares an external entity
 (XXE) or entities built from other entities (an expansion bomb) is refused
 with a ParseError; any other internal subset is cut out before feedparser
@@ -17,31 +22,22 @@ being read as Latin-1 by default.
 
 from __future__ import annotations
 
-import calendar
 import codecs
 import html
+import io
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import feedparser
-import nh3
 
+from aggregator import clean, jsonfeed
+from aggregator.clean import plain, sanitize, to_text  # noqa: F401 - their old home
 from aggregator.errors import ParseError
 from aggregator.types import ParsedFeed, ParsedItem
 
-ALLOWED_SCHEMES = {"http", "https", "mailto"}
-FUTURE_SLACK = timedelta(days=1)
 # bozo reasons that say nothing about the feed's health
 _HARMLESS = (feedparser.NonXMLContentType, feedparser.CharacterEncodingOverride)
-
-_BLOCK = re.compile(
-    r"</?(?:p|div|br|li|ul|ol|h[1-6]|blockquote|pre|tr|table|section|article|figure|figcaption)"
-    r"\b[^>]*>",
-    re.IGNORECASE,
-)
-_SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
-_NEWLINES = re.compile(r"\n\s*\n\s*")
 
 
 # --- XML safety --------------------------------------------------------------------
@@ -227,49 +223,12 @@ def _with_charset(body: bytes, headers: dict[str, str]) -> dict[str, str]:
     return {**headers, "content-type": f"application/xml; charset={guess_charset(body)}"}
 
 
-def sanitize(fragment: str | None) -> str | None:
-    if not fragment:
+def _date(entry: Any, key: str, now: datetime) -> datetime | None:
+    """feedparser's reading of a date, unless the text names fields that
+    don't exist (it rolls 2026-02-30 over to March 2)."""
+    if not clean.iso_fields_valid(dict.get(entry, key)):
         return None
-    cleaned = nh3.clean(
-        fragment,
-        url_schemes=ALLOWED_SCHEMES,
-        link_rel="noopener noreferrer nofollow",
-        strip_comments=True,
-    ).strip()
-    return cleaned or None
-
-
-def to_text(fragment: str | None) -> str | None:
-    """Plain text of an HTML fragment, paragraphs apart."""
-    if not fragment:
-        return None
-    marked = _BLOCK.sub("\n\n", fragment)
-    text = html.unescape(nh3.clean(marked, tags=set(), strip_comments=True))
-    text = html.unescape(text) if "&" in text else text
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    text = _NEWLINES.sub("\n\n", "\n".join(lines)).strip()
-    return text or None
-
-
-def plain(title: str | None) -> str | None:
-    """A title is text: markup goes, entities are decoded, whitespace folds."""
-    if not title:
-        return None
-    text = html.unescape(nh3.clean(title, tags=set()))
-    text = _SPACES.sub(" ", text.replace("\n", " ")).strip()
-    return text or None
-
-
-def _date(value: Any, now: datetime) -> datetime | None:
-    if not value:
-        return None
-    try:
-        when = datetime.fromtimestamp(calendar.timegm(value), UTC)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if when > now + FUTURE_SLACK or when.year < 1970:
-        return None  # a date from the future (or before 1970) is a publisher's mistake
-    return when
+    return clean.from_struct(dict.get(entry, f"{key}_parsed"), now)
 
 
 def _content(entry: Any) -> str | None:
@@ -288,35 +247,34 @@ def _content(entry: Any) -> str | None:
 
 def _guid(entry: Any) -> str | None:
     guid = entry.get("id") or entry.get("guid")
-    return str(guid).strip() or None if guid else None
+    return clean.identifier(str(guid)) if guid else None
 
 
 def _categories(entry: Any) -> tuple[str, ...]:
-    out: list[str] = []
-    for tag in entry.get("tags") or ():
-        term = plain(tag.get("label") or tag.get("term"))
-        if term and term not in out:
-            out.append(term[:200])
-    return tuple(out)
+    return clean.categories(
+        tag.get("label") or tag.get("term") for tag in entry.get("tags") or ()
+        if isinstance(tag, dict)
+    )
 
 
 def _link(entry: Any) -> str | None:
-    link = (entry.get("link") or "").strip()
-    if link.lower().startswith(("http://", "https://")):
-        return link
-    return None
+    return clean.web_url(entry.get("link"))
 
 
 def _feedparse(body: bytes, headers: dict[str, str]) -> Any:
+    """feedparser on the bytes as a stream: given bytes or str it would first
+    try them as a file name (and a str as a URL), so a server answering
+    "/etc/..." would have us read that file."""
     try:
         return feedparser.parse(
-            body,
+            io.BytesIO(body),
             response_headers=headers,
             sanitize_html=False,  # nh3 does it, faster and stricter
             resolve_relative_uris=True,
         )
-    except Exception as e:  # feedparser raising is a bug in it, not a reason to stop
-        raise ParseError(f"parser failed: {type(e).__name__}: {e}") from e
+    except Exception as e:  # feedparser raising (RecursionError too) is a bug in it,
+        # not a reason to stop
+        raise ParseError(f"parser failed: {type(e).__name__}: {str(e)[:200]}") from e
 
 
 _ABSOLUTE = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*:")
@@ -362,12 +320,26 @@ def _has_relative_uri(d: Any) -> bool:
     return walk(d.get("feed", {}), 0) or any(walk(e, 0) for e in d.get("entries", []))
 
 
+def _is_json(body: bytes, headers: dict[str, str]) -> bool:
+    """A JSON Feed by its type (unless the body opens like XML: servers
+    mislabel), or by a body that opens like a JSON object."""
+    if jsonfeed.sniff(body):
+        return True
+    if jsonfeed.is_json_type(headers.get("content-type")):
+        return not _narrow(body).lstrip(codecs.BOM_UTF8 + b" \t\r\n").startswith(b"<")
+    return False
+
+
 def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> ParsedFeed:
-    """Parse one feed document. Raises ParseError when the bytes are not a feed."""
+    """Parse one feed document (RSS, Atom, RDF or JSON Feed). Raises
+    ParseError, and nothing else, when the bytes are not a feed."""
     if not body.strip():
         raise ParseError("empty response body")
-    parsed_headers = {k.lower(): v for k, v in headers.items()}
+    parsed_headers = {str(k).lower(): str(v) for k, v in headers.items()}
     base = parsed_headers.pop("content-location", None) or url
+    base = clean.web_url(base, url) or url
+    if _is_json(body, parsed_headers):
+        return jsonfeed.parse(body, base, now)
     threat = dtd_threat(body)
     if threat:
         raise ParseError(f"refused: the document {threat}")
@@ -391,62 +363,64 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> Pars
         what = "an HTML page" if looks_html else "not a feed"
         raise ParseError(f"{what}: {reason}" if reason and not looks_html else what)
     broken = d.get("bozo") and not isinstance(d.get("bozo_exception"), _HARMLESS)
-    if broken and not entries and not plain(feed.get("title")):
+    if broken and not entries and not clean.plain(feed.get("title")):
         # a root element was seen, but nothing else survived the errors
         raise ParseError(f"not a feed: {d.get('bozo_exception') or 'malformed'}")
-    language = (feed.get("language") or parsed_headers.get("content-language") or "").strip()
     items = []
-    for entry in entries:
-        content = sanitize(_content(entry))
-        title = plain(entry.get("title"))
+    for entry in entries[: clean.MAX_ITEMS]:
+        content = clean.sanitize(_content(entry))
+        title = clean.plain(entry.get("title"))
         guid, link = _guid(entry), _link(entry)
         if not (content or title or guid or link):
             continue  # nothing a reader could see or we could tell apart: not a story
-        author = plain(entry.get("author"))
         items.append(
             ParsedItem(
                 guid=guid,
                 url=link,
                 title=title,
-                author=author[:500] if author else None,
-                published=_date(dict.get(entry, "published_parsed"), now),
-                updated=_date(dict.get(entry, "updated_parsed"), now),
+                author=clean.plain(entry.get("author"), clean.MAX_AUTHOR_CHARS),
+                published=_date(entry, "published", now),
+                updated=_date(entry, "updated", now),
                 content=content,
-                content_text=to_text(content),
+                content_text=clean.to_text(content),
                 categories=_categories(entry),
-                language=(entry.get("language") or "").strip().lower()[:20] or None,
+                language=clean.language(entry.get("language")),
             )
         )
-    ttl = None
-    try:
-        ttl = int(str(feed.get("ttl", "")).strip() or 0) or None
-    except ValueError:
-        ttl = None
-    warning = None
+    warnings = []
     exc = d.get("bozo_exception")
     if d.get("bozo") and not isinstance(exc, _HARMLESS):
-        warning = f"{type(exc).__name__}: {exc}" if exc else "malformed feed"
+        warnings.append(f"{type(exc).__name__}: {str(exc)[:200]}" if exc else "malformed feed")
+    if len(entries) > clean.MAX_ITEMS:
+        warnings.append(f"{len(entries)} items, only the first {clean.MAX_ITEMS} kept")
     return ParsedFeed(
-        title=plain(feed.get("title")),
+        title=clean.plain(feed.get("title")),
         site_url=_link(feed),
-        language=language.lower()[:20] or None,
-        ttl_minutes=ttl,
+        language=clean.language(feed.get("language") or parsed_headers.get("content-language")),
+        ttl_minutes=clean.ttl_minutes(feed.get("ttl")),
         items=tuple(items),
-        warning=warning,
+        warning="; ".join(warnings) or None,
     )
 
 
-# <link rel="alternate" type=...> types that announce a feed, best first
+# <link rel="alternate" type=...> types that announce a feed, in the order
+# find_feed_links prefers them
 FEED_LINK_TYPES = ("application/rss+xml", "application/atom+xml", "application/feed+json",
                    "application/rdf+xml", "application/json")
+#: Candidates handed back at most (discovery fetches each in turn).
+MAX_FEED_LINKS = 10
 
 
 def find_feed_links(page: bytes, base_url: str) -> list[str]:
-    """Feed URLs a web page announces, best first (RSS/Atom before JSON)."""
+    """Feed URLs a web page announces with <link rel="alternate">, best first:
+    RSS (application/rss+xml), then Atom (application/atom+xml), then JSON
+    Feed (application/feed+json), then RDF/RSS 1.0 (application/rdf+xml),
+    then generic JSON (application/json) last, as it may be any JSON; in page
+    order within one type. Only http(s) URLs, each once, at most
+    MAX_FEED_LINKS."""
     from html.parser import HTMLParser
-    from urllib.parse import urljoin
 
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, int, str]] = []
 
     class Finder(HTMLParser):
         def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -455,12 +429,18 @@ def find_feed_links(page: bytes, base_url: str) -> list[str]:
             a = {k.lower(): (v or "") for k, v in attrs}
             rels = a.get("rel", "").lower().split()
             kind = a.get("type", "").lower().split(";")[0].strip()
-            if "alternate" in rels and kind in FEED_LINK_TYPES and a.get("href"):
-                found.append((FEED_LINK_TYPES.index(kind), urljoin(base_url, a["href"])))
+            href = clean.web_url(a.get("href"), base_url)
+            if "alternate" in rels and kind in FEED_LINK_TYPES and href:
+                found.append((FEED_LINK_TYPES.index(kind), len(found), href))
 
     finder = Finder(convert_charrefs=True)
     try:
         finder.feed(page[:2_000_000].decode("utf-8", "replace"))
-    except Exception:  # a page too broken to scan has no links we can trust
-        return []
-    return [u for _, u in sorted(found, key=lambda x: x[0])]
+        finder.close()
+    except Exception:  # a page too broken to scan further: keep what was found
+        pass
+    out: list[str] = []
+    for _, _, url in sorted(found):
+        if url not in out:
+            out.append(url)
+    return out[:MAX_FEED_LINKS]

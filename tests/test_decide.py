@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -11,6 +12,8 @@ import pytest
 from aggregator import decide
 from aggregator.decide import PollPolicy, assign_keys, content_hash, item_key, next_poll
 from aggregator.types import ParsedItem
+
+MAX_TTL = decide.MAX_TTL_MINUTES
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 POLICY = PollPolicy(
@@ -177,18 +180,133 @@ def test_retry_after_seconds_and_date() -> None:
     assert decide.retry_after("-5", NOW) is None
 
 
-def test_retry_after_beats_the_maximum_up_to_a_week() -> None:
-    assert poll(headers={"retry-after": str(3 * 86400)}) == timedelta(days=3)
-    assert poll(headers={"retry-after": str(30 * 86400)}) == timedelta(days=7)
+def test_retry_after_is_bounded_by_the_maximum_like_everything_else() -> None:
+    # the README: "clamped to [min_interval, max_interval]", Retry-After included
+    assert poll(headers={"retry-after": str(20 * 3600)}) == timedelta(hours=20)
+    assert poll(headers={"retry-after": str(3 * 86400)}) == timedelta(hours=24)
+    assert poll(headers={"retry-after": str(30 * 86400)}, error_count=3) == timedelta(hours=24)
 
 
 def test_absurd_header_values_do_not_overflow() -> None:
     huge = "9" * 40
-    assert poll(headers={"retry-after": huge}) == timedelta(days=7)
+    assert poll(headers={"retry-after": huge}) == timedelta(hours=24)
     assert poll(headers={"cache-control": f"max-age={huge}"}) == timedelta(hours=24)
+    # a header longer than any honest one is not read at all
+    assert poll(headers={"cache-control": "max-age=" + "9" * 100_000}) == timedelta(minutes=30)
     far = "Fri, 31 Dec 9999 23:59:59 GMT"
     assert poll(headers={"expires": far}) == timedelta(hours=24)
-    assert poll(headers={"retry-after": far}) == timedelta(days=7)
+    assert poll(headers={"retry-after": far}) == timedelta(hours=24)
+    # an Expires at the end of time measured against a Date at its beginning
+    assert poll(headers={"expires": far, "date": "Mon, 01 Jan 0001 00:00:00 GMT"}) == timedelta(
+        hours=24)
+
+
+# values that are no number of seconds: each leaves the plain interval
+NOT_SECONDS = ["-5", "+7200", " +7200", "7200.0", "1e400", "1e3", "NaN", "nan", "inf",
+               "Infinity", "0x1c20", "٣٦٠٠", "３６００", "7_200", "7 200", "", "   ", "\x00",
+               "7200\x00", "max-age", "Fri, 30 Feb 2026 10:00:00 GMT",
+               "Mon, 01 Jan 10000 00:00:00 GMT",
+               "Mon, 01 Jan 0000 00:00:00 GMT", "Sun, 01 Mar 2026 12:00:00 +9999"]
+
+
+@pytest.mark.parametrize("value", NOT_SECONDS)
+def test_retry_after_that_is_no_number_or_date_is_ignored(value: str) -> None:
+    assert poll(headers={"retry-after": value}) == timedelta(minutes=30)
+    if value.strip() and not value.startswith(("Fri", "Mon", "Sun")):
+        assert decide.retry_after(value, NOW) is None
+
+
+@pytest.mark.parametrize("value", NOT_SECONDS)
+def test_max_age_that_is_no_number_is_ignored(value: str) -> None:
+    assert decide.max_age(f"max-age={value}") is None
+    assert poll(headers={"cache-control": f"public, max-age={value}"}) == timedelta(minutes=30)
+
+
+def test_unicode_digits_are_not_digits() -> None:
+    assert "٣".isdigit()  # what str.isdigit would have let through
+    assert decide.retry_after("٣٦٠٠٠", NOW) is None
+    assert decide.max_age("max-age=٣٦٠٠٠") is None
+
+
+def test_surrounding_whitespace_is_fine() -> None:
+    assert decide.retry_after("  7200\t", NOW) == timedelta(hours=2)
+    assert decide.max_age(" max-age = 7200 ") == timedelta(hours=2)
+
+
+@pytest.mark.parametrize("date", ["Mon, 01 Jan 0001 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT",
+                                  "Fri, 31 Dec 9999 23:59:59 -1200", "garbage", "0", "-1",
+                                  "Sat, 30 Feb 2026 10:00:00 GMT", "9" * 30])
+def test_date_header_of_any_kind_never_raises(date: str) -> None:
+    expires = format_datetime(NOW + timedelta(hours=3), usegmt=True)
+    delay = poll(headers={"expires": expires, "date": date})
+    assert timedelta(minutes=30) <= delay <= timedelta(hours=24)
+
+
+@pytest.mark.parametrize("ttl", [10**20, 2**63, 2**64 + 1, 10**400, MAX_TTL + 1, -1, -(10**20),
+                                 0, None, True, 1.5, float("nan"), float("inf"), "60", "٣"])
+def test_ttl_of_any_value_never_raises_and_is_bounded(ttl: object) -> None:
+    delay = poll(ttl_minutes=ttl)
+    assert timedelta(minutes=30) <= delay <= timedelta(hours=24)
+    if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 10**6:
+        assert delay == timedelta(hours=24)
+
+
+def test_a_policy_whose_backoff_would_overflow_a_timedelta() -> None:
+    # interval × 2**16 is past timedelta.max: the maximum, not an OverflowError
+    wide = PollPolicy(timedelta(days=100_000), timedelta(minutes=5), timedelta(days=200_000), 0.0)
+    assert wide.interval * 2 ** 4 < timedelta.max
+    with pytest.raises(OverflowError):
+        _ = wide.interval * 2**16
+    delay = next_poll(NOW, wide, error_count=10**30) - NOW
+    assert delay <= timedelta(days=3650)  # held to ten years, whatever the policy says
+    assert next_poll(NOW, POLICY, error_count=10**30) - NOW == timedelta(hours=24)
+    assert next_poll(NOW, POLICY, error_count=-(10**30)) - NOW == timedelta(minutes=30)
+
+
+def test_a_clock_at_the_end_of_time_does_not_overflow() -> None:
+    end = datetime.max.replace(tzinfo=UTC) - timedelta(minutes=1)
+    assert next_poll(end, POLICY) == datetime.max.replace(tzinfo=UTC)
+    assert decide.retry_after("Fri, 31 Dec 9999 23:59:59 GMT", end) is not None
+
+
+@pytest.mark.parametrize("fraction", [float("nan"), float("inf"), -1.0, 5.0, -0.0])
+def test_jitter_fraction_out_of_range_stays_in_bounds(fraction: float) -> None:
+    jittery = replace(POLICY, jitter=0.2)
+    delay = next_poll(NOW, jittery, random_fraction=fraction) - NOW
+    assert timedelta(minutes=30) <= delay <= timedelta(minutes=36)
+    wild = replace(POLICY, jitter=fraction)
+    delay = next_poll(NOW, wild, random_fraction=0.5) - NOW
+    assert timedelta(minutes=30) <= delay <= timedelta(minutes=45)
+
+
+def _random_header(rng: random.Random) -> str:
+    pieces = ["9" * rng.randint(1, 40), "-", "+", "٣", "1e400", "NaN", " ", ",", "max-age=",
+              "s-max-age=", '"', "GMT", "Fri, 31 Dec 9999 23:59:59", "Mon, 01 Jan 0001",
+              "\x00", "\u00a0", str(rng.randint(0, 10**6)), "no-cache", ";", "="]
+    return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+
+
+def test_property_next_poll_is_always_within_min_and_max_with_jitter() -> None:
+    rng = random.Random(20261101)
+    for _ in range(3000):
+        minimum = timedelta(minutes=rng.choice([0, 1, 5, 60]))
+        policy = PollPolicy(
+            interval=timedelta(minutes=rng.choice([0, 1, 30, 10**6])),
+            minimum=minimum,
+            maximum=minimum + timedelta(minutes=rng.choice([0, 1, 1440, 10**7])),
+            jitter=rng.choice([0.0, 0.1, 1.0]),
+        )
+        names = rng.sample(["cache-control", "expires", "date", "retry-after"], rng.randint(0, 4))
+        headers = {name: _random_header(rng) for name in names}
+        when = next_poll(
+            NOW, policy, headers=headers,
+            ttl_minutes=rng.choice([None, 0, -1, 5, 10**20, rng.randint(-(10**9), 10**9)]),
+            error_count=rng.choice([0, 1, 5, 17, 10**9, -3]),
+            random_fraction=rng.random(),
+        )
+        low = NOW + min(policy.minimum, timedelta(days=3650))
+        high = NOW + min(policy.maximum, timedelta(days=3650)) * (1 + policy.jitter)
+        assert low <= when <= high, (policy, headers)
 
 
 def test_error_backoff_grows_then_hits_the_maximum() -> None:
