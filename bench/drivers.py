@@ -17,6 +17,7 @@ spent after imports ("inner"), and what it saw.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -64,7 +65,7 @@ def run_floor(urls: list[str], state_path: Path, workers: int) -> dict[str, Any]
         resp = client.get(url, headers=headers)
         if resp.status_code == 304:
             return url, [etag, modified], 304, 0
-        parsed = feedparser.parse(resp.content, response_headers=dict(resp.headers))
+        parsed = feedparser.parse(io.BytesIO(resp.content), response_headers=dict(resp.headers))
         return (url, [resp.headers.get("etag"), resp.headers.get("last-modified")],
                 resp.status_code, len(parsed.entries))
 
