@@ -261,14 +261,15 @@ def cmd_remove(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_import(args: argparse.Namespace, settings: config.Settings) -> int:
-    from aggregator.fetch import PAGE_ACCEPT, host_of
+    from aggregator.fetch import PAGE_ACCEPT
+    from aggregator.guard import trusted_origin
     from aggregator.update import make_fetcher
 
     source = args.source
     if source.startswith(("http://", "https://")):
         with make_fetcher(settings) as fetcher:
             res = fetcher.get(source, accept="text/x-opml, application/xml, " + PAGE_ACCEPT,
-                              trusted_host=host_of(source))
+                              trusted=trusted_origin(source))
         data = res.body or b""
     else:
         try:

@@ -2,6 +2,8 @@
 
 No I/O beyond reading the config file. Keys are flat, e.g. ``interval = 30``;
 the environment spells them upper-case with a prefix: ``AGGREGATOR_INTERVAL=30``.
+A list is a TOML array, or comma-separated in the environment:
+``AGGREGATOR_ALLOW_PRIVATE=10.0.0.0/8,intranet.example``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from aggregator import __version__
 from aggregator.errors import ConfigError
+from aggregator.guard import Guard
 
 ENV_PREFIX = "AGGREGATOR_"
 DEFAULT_CONFIG = Path("aggregator.toml")
@@ -45,6 +48,10 @@ class Settings:
     user_agent: str = (
         f"aggregator/{__version__} (+https://github.com/aggregator/aggregator; feed aggregator)"
     )
+    # networks (CIDR) and host names that may be internal addresses, e.g.
+    # ["10.0.0.0/8", "intranet.example"]; besides these only a feed URL naming an
+    # IP address or localhost may reach an internal address (its own origin)
+    allow_private: tuple[str, ...] = ()
     # articles and summaries
     fetch_articles: bool = True
     summaries: bool = True
@@ -92,6 +99,13 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return float(value)
         if issubclass(kind, Path):
             return Path(os.path.expanduser(str(value)))
+        if kind is tuple:
+            if isinstance(value, str):
+                value = value.split(",")
+            if not isinstance(value, (list, tuple)) or not all(
+                    isinstance(v, str) for v in value):
+                raise ValueError(f"not a list of strings: {value!r}")
+            return tuple(v.strip() for v in value if v.strip())
         return str(value)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: {name}: {e}") from e
@@ -122,6 +136,10 @@ def _check(settings: Settings) -> Settings:
         problems.append("max_bytes must be at least 1024")
     if not settings.base_url.startswith(("http://", "https://")):
         problems.append("base_url must be an http(s) URL")
+    try:
+        Guard.parse(settings.allow_private)
+    except ValueError as e:
+        problems.append(f"allow_private: {e}")
     if problems:
         raise ConfigError("; ".join(problems))
     if not settings.base_url.endswith("/"):

@@ -66,7 +66,7 @@ SUMMARY_BATCH = 50
 # Settings that only take effect on a restart: a reload keeps the running values.
 RESTART_ONLY = ("db", "output", "serve", "host", "port")
 FETCH_SETTINGS = ("connect_timeout", "timeout", "max_bytes", "max_redirects", "per_host",
-                  "user_agent", "workers")
+                  "user_agent", "workers", "allow_private")
 
 
 def poll_tick(settings: Settings, upper: float = TICK) -> float:

@@ -7,7 +7,8 @@
     ├── FetchError           one HTTP fetch failed (stored on the feed, never fatal)
     │   ├── NetworkError         DNS, connect, TLS, timeout, reset
     │   ├── BlockedAddressError  the address guard refused the URL
-    │   ├── TooLargeError        the body passed the size cap
+    │   ├── TooLargeError        the body passed the size cap (on the wire or decoded)
+    │   ├── DecodingError        a content encoding we don't decode, too many, or bad data
     │   ├── RedirectError        too many redirects, a loop, or a bad Location
     │   └── HTTPStatusError      a 4xx/5xx answer (carries the status)
     ├── ParseError           bytes that are not a feed (stored on the feed)
@@ -49,6 +50,10 @@ class BlockedAddressError(FetchError):
 
 
 class TooLargeError(FetchError):
+    pass
+
+
+class DecodingError(FetchError):
     pass
 
 

@@ -1,16 +1,20 @@
-"""HTTP for feeds and article pages: conditional GET, limits, redirects and the
-address guard.
+"""HTTP for feeds and article pages: conditional GET, limits, redirects,
+content decoding and the address guard.
 
 Every request obeys the same rules: a connect timeout and a deadline for the
-whole exchange (a server trickling one byte a second is cut off), a size cap
-on the decoded body (so a gzip bomb is too), a redirect limit with loop
-detection, a User-Agent naming the project, bounded concurrency per host.
+whole exchange (a server trickling one byte a second is cut off, a DNS lookup
+that hangs too), a size cap on the bytes received and on every decoded layer
+(so a gzip bomb, stacked or not, never takes more than the cap in memory), a
+redirect limit with loop detection, a User-Agent naming the project, bounded
+concurrency per host.
 
-The address guard: only http(s) URLs, and never a loopback, private,
-link-local, multicast or reserved address unless it is the host the caller
-trusts (the feed's own host). It is checked before every hop from the URL and
-again at connect time on the resolved address, so neither a redirect nor a DNS
-answer that changes between the two can slip through.
+The address guard (rules in guard.py): only http(s) URLs, and never an
+internal address (loopback, private, link-local, NAT64, ...) unless it is the
+trusted origin of the request (a feed URL naming an IP address or localhost)
+or allow_private opens it. Each hop is checked before it is sent (from a DNS
+lookup: this also covers a pooled connection) and every new connection again
+on the very addresses it connects to, so neither a redirect nor a DNS answer
+that changes between the two (rebinding) can slip through.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -30,12 +35,14 @@ import httpx
 
 from aggregator.errors import (
     BlockedAddressError,
+    DecodingError,
     FetchError,
     HTTPStatusError,
     NetworkError,
     RedirectError,
     TooLargeError,
 )
+from aggregator.guard import Guard, Origin, origin_of
 from aggregator.types import FetchResult
 
 FEED_ACCEPT = (
@@ -43,6 +50,7 @@ FEED_ACCEPT = (
     "application/rdf+xml;q=0.9, application/xml;q=0.8, text/xml;q=0.8, */*;q=0.1"
 )
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
+ACCEPT_ENCODING = "gzip, deflate"  # exactly what _Inflater decodes
 PERMANENT = {301, 308}
 VALIDATORS = (b"etag", b"last-modified")
 REDIRECTS = {301, 302, 303, 307, 308}
@@ -56,9 +64,7 @@ class Limits:
     max_redirects: int = 5
     per_host: int = 2
     user_agent: str = "aggregator"
-
-
-# --- the address guard ---------------------------------------------------------
+    guard: Guard = field(default_factory=Guard)  # what allow_private opens
 
 
 def host_of(url: str) -> str:
@@ -69,53 +75,78 @@ def host_of(url: str) -> str:
         return ""
 
 
-def is_public(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return addr.is_global and not addr.is_multicast
+# --- DNS within the deadline --------------------------------------------------------
+
+getaddrinfo = socket.getaddrinfo  # looked up at each call: the tests replace it
+MAX_LOOKUPS = 16  # lookups running at once; a hung one holds its slot until it returns
+_lookups = threading.BoundedSemaphore(MAX_LOOKUPS)
 
 
-_local = threading.local()
+def resolve(host: str, port: int, timeout: float) -> list[str]:
+    """The addresses of ``host``, within ``timeout`` seconds. getaddrinfo has no
+    timeout of its own, so it runs on a daemon thread that is left behind when
+    it hangs (it can't keep the process from exiting)."""
+    try:
+        ipaddress.ip_address(host)
+        return [host]  # an address: nothing to look up
+    except ValueError:
+        pass
+    timeout = max(timeout, 0.0)
+    if not _lookups.acquire(timeout=timeout):
+        raise NetworkError(f"DNS lookup of {host} timed out after {timeout:g} s "
+                           "(every resolver thread is busy)")
+    done = threading.Event()
+    box: dict[str, Any] = {}
+
+    def lookup() -> None:
+        try:
+            box["infos"] = getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except BaseException as e:  # handed to the caller
+            box["error"] = e
+        finally:
+            _lookups.release()
+            done.set()
+
+    threading.Thread(target=lookup, name=f"dns {host[:40]}", daemon=True).start()
+    if not done.wait(timeout):
+        raise NetworkError(f"DNS lookup of {host} timed out after {timeout:g} s")
+    error = box.get("error")
+    if isinstance(error, (OSError, UnicodeError)):  # socket.gaierror is an OSError
+        raise NetworkError(f"cannot resolve {host}: {error}") from error
+    if error is not None:
+        raise error
+    return list(dict.fromkeys(str(info[4][0]) for info in box["infos"]))
 
 
-def _trusted() -> str | None:
-    return getattr(_local, "trusted_host", None)
+# --- the address guard at work ----------------------------------------------------------
+
+_local = threading.local()  # the request this thread is making (sync httpx connects here)
 
 
 def _deadline() -> float | None:
     return getattr(_local, "deadline", None)
 
 
-def resolve(host: str, port: int) -> list[str]:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
-        raise NetworkError(f"cannot resolve {host}: {e}") from e
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+def _within_deadline(timeout: float) -> float:
+    deadline = _deadline()
+    return timeout if deadline is None else min(timeout, deadline - time.monotonic())
 
 
-def check_url(url: str, trusted_host: str | None) -> None:
-    """Refuse a URL the guard would refuse, before any byte is sent."""
+def check_url(url: str, trusted: Origin | None = None, guard: Guard | None = None,
+              timeout: float = 10.0) -> None:
+    """Refuse a URL the guard would refuse, before any byte is sent. ``trusted``
+    is the trusted origin of the request (None: none)."""
+    guard = guard or Guard()
     try:
-        parts = urlsplit(url)
-        parts.hostname  # noqa: B018 - raises on a malformed IPv6 literal
+        origin = origin_of(url)
     except ValueError as e:
-        raise BlockedAddressError(f"refused malformed URL: {url[:200]}") from e
-    if parts.scheme not in ("http", "https"):
-        raise BlockedAddressError(f"refused {parts.scheme or 'relative'} URL: {url[:200]}")
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise BlockedAddressError(f"refused URL without a host: {url[:200]}")
-    if host == trusted_host:
+        raise BlockedAddressError(f"refused {url[:200]}: {e}") from e
+    if origin == trusted or origin.host in guard.hosts:
         return
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as e:
-        raise BlockedAddressError(f"refused URL with a bad port: {url[:200]}") from e
-    for ip in resolve(host, port):
-        if not is_public(ip):
-            raise BlockedAddressError(f"refused internal address {ip} for {host}")
+    ips = resolve(origin.host, origin.port, timeout)
+    reason = guard.refusal(origin.host, origin.port, ips, None)
+    if reason:
+        raise BlockedAddressError(f"refused {url[:200]}: {reason}")
 
 
 class _DeadlineStream(httpcore.NetworkStream):
@@ -155,23 +186,24 @@ class _DeadlineStream(httpcore.NetworkStream):
 
 
 class GuardedBackend(httpcore.NetworkBackend):
-    """Resolves the host itself, checks every address, connects to a checked one."""
+    """Resolves the host itself, checks every address, connects to a checked one
+    (httpcore still sends the host name in SNI and Host). This check is the
+    authoritative one: it sees the answer actually used."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard: Guard | None = None) -> None:
         self._inner = httpcore.SyncBackend()
+        self.guard = guard or Guard()
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        host = host.lower()
-        try:
-            ips = resolve(host, port)
-        except NetworkError as e:
-            raise httpcore.ConnectError(str(e)) from e
-        if host != _trusted():
-            blocked = [ip for ip in ips if not is_public(ip)]
-            if blocked:
-                raise BlockedAddressError(f"refused internal address {blocked[0]} for {host}")
+        limit = _within_deadline(10.0 if timeout is None else timeout)
+        ips = resolve(host, port, limit)
+        trusted: Origin | None = getattr(_local, "trusted", None)
+        reason = self.guard.refusal(host, port, ips, trusted)
+        if reason:
+            url = getattr(_local, "url", None) or f"{host}:{port}"
+            raise BlockedAddressError(f"refused {url[:200]}: {reason} (at connect)")
         last: Exception | None = None
         for ip in ips:
             try:
@@ -188,6 +220,100 @@ class GuardedBackend(httpcore.NetworkBackend):
         time.sleep(seconds)
 
 
+# --- content decoding under the size cap -----------------------------------------------
+
+MAX_CODINGS = 2  # "gzip, gzip" is odd but seen; a third layer is only ever an attack
+STEP = 64 * 1024  # most bytes any layer produces before they are counted
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _Inflater:
+    """Undoes one content coding, ``STEP`` bytes at a time at most, and never
+    more than ``cap`` bytes in all: zlib is told the remaining budget
+    (max_length) before it inflates, so a bomb is stopped before it exists."""
+
+    def __init__(self, coding: str, cap: int) -> None:
+        self.coding = coding
+        self.cap = cap
+        self.produced = 0
+        self._gzip = coding in ("gzip", "x-gzip")
+        self._d: Any = zlib.decompressobj(16 + zlib.MAX_WBITS) if self._gzip else None
+        self._head = b""  # deflate: the first two bytes tell zlib-wrapped from raw
+        self._after = b""  # bytes after the end of a gzip member
+        self._ended = False  # trailing bytes that are not another member: ignored
+
+    def push(self, data: bytes) -> Iterator[bytes]:
+        if self._d is None:
+            self._head += data
+            if len(self._head) < 2:
+                return
+            data, self._head = self._head, b""
+            wrapped = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            self._d = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        while data and not self._ended:
+            if self._d.eof:
+                data = self._next_member(data)
+                continue
+            try:
+                while True:
+                    out = self._d.decompress(data, min(STEP, self.cap - self.produced + 1))
+                    data = self._d.unconsumed_tail
+                    self.produced += len(out)
+                    if self.produced > self.cap:
+                        raise TooLargeError(f"body over the cap of {self.cap} bytes "
+                                            f"once {self.coding} is decoded")
+                    if out:
+                        yield out
+                    if self._d.eof or not (data or out):
+                        break
+            except zlib.error as e:
+                raise DecodingError(f"bad {self.coding} data: {e}") from e
+            if self._d.eof:
+                data = self._d.unused_data + data
+
+    def _next_member(self, data: bytes) -> bytes:
+        """After one gzip member another may follow (concatenated gzip files are one
+        gzip stream); anything else after the end is ignored, as browsers do."""
+        data = self._after + data
+        self._after = b""
+        if not self._gzip or data[:len(_GZIP_MAGIC)] != _GZIP_MAGIC[:len(data)]:
+            self._ended = True
+            return b""
+        if len(data) < 2:
+            self._after = data
+            return b""
+        self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return data
+
+
+def _codings(header: str) -> list[str]:
+    """The codings to undo, in the order to undo them (the reverse of the header's)."""
+    codings = [c.strip().lower() for c in header.split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if len(codings) > MAX_CODINGS:
+        raise DecodingError(f"refused {len(codings)} stacked content encodings "
+                            f"({header[:100]!r}); at most {MAX_CODINGS}")
+    for c in codings:
+        if c not in ("gzip", "x-gzip", "deflate"):
+            raise DecodingError(f"unsupported content encoding {c[:40]!r} "
+                                f"(we ask for {ACCEPT_ENCODING})")
+    return codings[::-1]
+
+
+def _decode(raw: Iterable[bytes], codings: list[str], cap: int) -> Iterator[bytes]:
+    layers = [_Inflater(c, cap) for c in codings]
+
+    def through(i: int, data: bytes) -> Iterator[bytes]:
+        if i == len(layers):
+            yield data
+            return
+        for piece in layers[i].push(data):
+            yield from through(i + 1, piece)
+
+    for chunk in raw:
+        yield from through(0, chunk)
+
+
 # --- the fetcher -------------------------------------------------------------------
 
 
@@ -200,12 +326,13 @@ class Fetcher:
             limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
             retries=0,
         )
-        transport._pool._network_backend = GuardedBackend()  # the guard sits at connect time
+        # the guard sits at connect time
+        transport._pool._network_backend = GuardedBackend(limits.guard)
         self._client = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(limits.timeout, connect=limits.connect_timeout),
             follow_redirects=False,
-            headers={"User-Agent": limits.user_agent},
+            headers={"User-Agent": limits.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
             trust_env=False,
         )
         self._hosts: dict[str, threading.BoundedSemaphore] = {}
@@ -233,22 +360,21 @@ class Fetcher:
         *,
         etag: str | None = None,
         last_modified: str | None = None,
-        trusted_host: str | None = None,
+        trusted: Origin | None = None,
         accept: str = FEED_ACCEPT,
     ) -> FetchResult:
         """GET ``url`` following redirects; 200 and 304 come back, anything else
-        raises a FetchError. ``trusted_host`` may be an internal address."""
-        _local.trusted_host = trusted_host
+        raises a FetchError. ``trusted`` (see guard.trusted_origin of the URL the
+        user chose) may be internal, as long as the request stays in it."""
         _local.deadline = None  # starts once a host slot is ours (see _one)
         start = time.monotonic()
         try:
-            return self._follow(url, etag, last_modified, trusted_host, accept, start)
+            return self._follow(url, etag, last_modified, trusted, accept, start)
         finally:
-            _local.trusted_host = None
-            _local.deadline = None
+            _local.trusted = _local.url = _local.deadline = None
 
     def _follow(self, url: str, etag: str | None, last_modified: str | None,
-                trusted_host: str | None, accept: str, start: float) -> FetchResult:
+                trusted: Origin | None, accept: str, start: float) -> FetchResult:
         headers = {b"Accept": accept.encode("latin-1")}
         if etag:
             headers[b"If-None-Match"] = _raw(etag)
@@ -258,7 +384,13 @@ class Fetcher:
         visited = {url}
         permanent = True
         for _ in range(self.limits.max_redirects + 1):
-            check_url(current, trusted_host)
+            # trust holds while the chain stays in the trusted origin: a redirect
+            # out of it and back is the other site's choice, not the user's
+            if trusted is not None and _origin(current) != trusted:
+                trusted = None
+            check_url(current, trusted, self.limits.guard,
+                      _within_deadline(self.limits.connect_timeout))
+            _local.trusted, _local.url = trusted, current
             status, resp_headers, body = self._one(current, headers)
             if status in REDIRECTS:
                 location = resp_headers.get("location")
@@ -309,26 +441,40 @@ class Fetcher:
                     declared = resp_headers.get("content-length", "")
                     if declared.isdigit() and int(declared) > cap:
                         raise TooLargeError(f"body of {int(declared)} bytes is over the cap")
-                    chunks = []
-                    size = 0
-                    for chunk in resp.iter_bytes():
-                        size += len(chunk)
-                        if size > cap:
+                    codings = _codings(resp_headers.get("content-encoding", ""))
+                    body = bytearray()
+                    for chunk in _decode(_capped(resp.iter_raw(), cap), codings, cap):
+                        body += chunk
+                        if len(body) > cap:
                             raise TooLargeError(f"body over the cap of {cap} bytes")
-                        chunks.append(chunk)
-                    return resp.status_code, resp_headers, b"".join(chunks)
+                    return resp.status_code, resp_headers, bytes(body)
         except FetchError:
             raise
         except httpx.TimeoutException as e:
             limit = (self.limits.connect_timeout if isinstance(e, httpx.ConnectTimeout)
                      else self.limits.timeout)
             raise NetworkError(f"timed out after {limit:g} s ({type(e).__name__})") from e
-        except httpx.DecodingError as e:
-            raise NetworkError(f"bad content encoding: {e}") from e
         except httpx.InvalidURL as e:  # not an HTTPError: it must not escape as a bug
             raise FetchError(f"invalid URL: {e}") from e
         except httpx.HTTPError as e:
             raise NetworkError(str(e) or type(e).__name__) from e
+
+
+def _origin(url: str) -> Origin | None:
+    try:
+        return origin_of(url)
+    except ValueError:
+        return None
+
+
+def _capped(raw: Iterable[bytes], cap: int) -> Iterator[bytes]:
+    """The bytes on the wire, which may not pass the cap either."""
+    size = 0
+    for chunk in raw:
+        size += len(chunk)
+        if size > cap:
+            raise TooLargeError(f"body over the cap of {cap} bytes")
+        yield chunk
 
 
 DRAIN_BYTES = 64 * 1024

@@ -38,7 +38,8 @@ from aggregator.errors import (
     OPMLError,
     ParseError,
 )
-from aggregator.fetch import PAGE_ACCEPT, Fetcher, Limits, host_of
+from aggregator.fetch import PAGE_ACCEPT, Fetcher, Limits
+from aggregator.guard import Guard, trusted_origin
 from aggregator.logs import log_feed_result
 from aggregator.store import FeedRow, PendingItem, Store
 from aggregator.types import FetchResult, ParsedFeed
@@ -91,6 +92,7 @@ def make_fetcher(settings: Settings) -> Fetcher:
             max_redirects=settings.max_redirects,
             per_host=settings.per_host,
             user_agent=settings.user_agent,
+            guard=Guard.parse(settings.allow_private),
         ),
         pool_size=max(settings.workers * 2, 8),
     )
@@ -129,7 +131,7 @@ def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime,
     try:
         result = fetcher.get(
             feed.url, etag=feed.etag, last_modified=feed.last_modified,
-            trusted_host=host_of(feed.url),
+            trusted=trusted_origin(feed.url),
         )
         if result.body is None:
             return _Fetched(feed, result)
@@ -331,7 +333,7 @@ def _fetch_article(fetcher: Fetcher, item: PendingItem) -> tuple[str, str | None
 
     assert item.url
     try:
-        res = fetcher.get(item.url, accept=PAGE_ACCEPT, trusted_host=host_of(item.feed_url))
+        res = fetcher.get(item.url, accept=PAGE_ACCEPT, trusted=trusted_origin(item.feed_url))
     except FetchError as e:
         return f"failed: {type(e).__name__}: {e}", None
     text = extract_main_text(res.body or b"", res.final_url, encoding=_charset(res.headers))

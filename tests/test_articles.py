@@ -76,18 +76,24 @@ def test_every_item_is_summarised_from_its_full_article_and_fetched_once(tmp_pat
 
 
 def test_links_to_internal_addresses_cause_no_request(tmp_path):
+    """The feed at http://127.0.0.1:PORT/ (an address the user chose) may have
+    its articles fetched from that origin; links to any other internal origin
+    -- another port on the same address, another name for it, the metadata
+    service, a private network -- are refused and recorded as failed."""
     with local_httpserver() as feed_host, local_httpserver() as internal:
-        internal_url = internal.url_for("/secret").replace("127.0.0.1", "localhost")
+        other_name = feed_host.url_for("/other-name.html").replace("127.0.0.1", "localhost")
         feed_host.expect_request("/feed.xml").respond_with_data(rss(
             "Mixed links",
-            ("Own host", feed_host.url_for("/story.html")),
+            ("Own origin", feed_host.url_for("/story.html")),
             ("Metadata", "http://169.254.169.254/latest/meta-data/"),
             ("Private", "http://10.0.0.1/admin"),
-            ("Other loopback name", internal_url),
+            ("Other port", internal.url_for("/secret")),
+            ("Other name", other_name),
+            ("Odd spelling", feed_host.url_for("/odd.html").replace("127.0.0.1", "127.1")),
             ("File", "file:///etc/passwd"),
         ), content_type="application/rss+xml")
         feed_host.expect_request("/story.html").respond_with_data(
-            "<html><body><article><h1>Own host</h1>"
+            "<html><body><article><h1>Own origin</h1>"
             + "".join(f"<p>Paragraph {n} of the story on the feed's own host says something "
                       f"new about the bridge and the river crossing plans.</p>" for n in range(8))
             + "</article></body></html>", content_type="text/html")
@@ -98,15 +104,39 @@ def test_links_to_internal_addresses_cause_no_request(tmp_path):
         out = update(tmp_path, feeds)
         assert out.returncode == 0, out.stderr
         assert internal.log == []  # no request reached the internal server
+        asked = [request.path for request, _ in feed_host.log]
+        assert sorted(asked) == ["/feed.xml", "/story.html"]  # nothing under other names
         by_title = {r["title"]: r for r in items(tmp_path)}
-        assert by_title["Own host"]["article_status"] == "ok"  # same host as the feed
-        for title in ("Metadata", "Private", "Other loopback name"):
-            assert str(by_title[title]["article_status"]).startswith(
-                "failed: BlockedAddressError"), title
+        assert by_title["Own origin"]["article_status"] == "ok"  # same origin as the feed
+        for title in ("Metadata", "Private", "Other port", "Other name", "Odd spelling"):
+            status = str(by_title[title]["article_status"])
+            assert status.startswith("failed: BlockedAddressError: refused http"), (title, status)
+            assert "internal address" in status, status
+        assert f":{internal.port}/secret" in str(by_title["Other port"]["article_status"])
         # a file: link is not a link we keep at all, so nothing is fetched for it
         assert by_title["File"]["url"] is None and by_title["File"]["article_status"] is None
         # every item still has a summary: its own text when the article can't be had
         assert all(r["summary_method"] for r in by_title.values())
+
+
+def test_allow_private_opens_another_internal_origin(tmp_path):
+    with local_httpserver() as feed_host, local_httpserver() as internal:
+        feed_host.expect_request("/feed.xml").respond_with_data(rss(
+            "Intranet", ("Elsewhere inside", internal.url_for("/story.html"))),
+            content_type="application/rss+xml")
+        internal.expect_request("/story.html").respond_with_data(
+            "<html><body><article><h1>Inside</h1>"
+            + "".join(f"<p>Paragraph {n} of the intranet story tells the staff about the "
+                      f"new canteen and the opening hours of the library.</p>" for n in range(8))
+            + "</article></body></html>", content_type="text/html")
+        feeds = tmp_path / "feeds.opml"
+        opml.write(feeds, opml.build([Subscription(feed_host.url_for("/feed.xml"))]))
+        (tmp_path / "aggregator.toml").write_text('allow_private = ["127.0.0.0/8"]\n')
+
+        out = update(tmp_path, feeds)
+        assert out.returncode == 0, out.stderr
+        assert [request.path for request, _ in internal.log] == ["/story.html"]
+        assert [r["article_status"] for r in items(tmp_path)] == ["ok"]
 
 
 def test_article_switches_global_and_per_feed(tmp_path):

@@ -72,8 +72,14 @@ def test_add_finds_feed_through_alternate_link_and_remove_keeps_items(tmp_path):
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         try:
             page_url = f"http://127.0.0.1:{srv.server_address[1]}/"
+            # the page and the feed it announces are two internal origins: the
+            # typed URL's origin is trusted, the other one only through allow_private
+            out = run(tmp_path, "--feeds", str(feeds), "--db", "x.db", "add", page_url)
+            assert out.returncode == 1
+            assert f"refused {farm.base}/feed/1.xml" in out.stderr, out.stderr
             out = run(tmp_path, "--feeds", str(feeds), "--db", "x.db", "add", page_url,
-                      "--category", "World")
+                      "--category", "World",
+                      env=dict(os.environ, AGGREGATOR_ALLOW_PRIVATE="127.0.0.0/8"))
         finally:
             srv.shutdown()
             srv.server_close()

@@ -25,10 +25,19 @@ from aggregator.errors import (
     RedirectError,
     TooLargeError,
 )
-from aggregator.fetch import Fetcher, GuardedBackend, Limits, check_url, host_of, is_public
+from aggregator.fetch import Fetcher, GuardedBackend, Limits, check_url, host_of
+from aggregator.guard import Origin, trusted_origin
 
 FEED = rss("Guarded", ("one", "http://127.0.0.1/1"))
 FAST = Limits(connect_timeout=0.5, timeout=2.0, max_bytes=256 * 1024, user_agent="t")
+ELSEWHERE = Origin("http", "feeds.example.org", 80)
+
+
+def own(server: RawServer) -> Origin:
+    """The trusted origin of a feed at ``server`` named by its IP address."""
+    origin = trusted_origin(server.url())
+    assert origin is not None
+    return origin
 
 REFUSED = [
     "http://169.254.169.254/latest/meta-data/",
@@ -59,9 +68,9 @@ REFUSED = [
 @pytest.mark.parametrize("url", REFUSED)
 def test_check_url_refuses(url: str) -> None:
     with pytest.raises(BlockedAddressError):
-        check_url(url, trusted_host=None)
+        check_url(url, trusted=None)
     with pytest.raises(BlockedAddressError):
-        check_url(url, trusted_host="feeds.example.org")
+        check_url(url, trusted=ELSEWHERE)
 
 
 @pytest.mark.parametrize("url", REFUSED)
@@ -69,33 +78,19 @@ def test_fetcher_refuses_before_connecting(url: str) -> None:
     with Fetcher(FAST) as fetcher:
         start = time.monotonic()
         with pytest.raises(BlockedAddressError):
-            fetcher.get(url, trusted_host="feeds.example.org")
+            fetcher.get(url, trusted=ELSEWHERE)
         assert time.monotonic() - start < 0.4  # no connect attempt ran into its timeout
 
 
-def test_trusted_host_may_be_loopback() -> None:
-    check_url("http://localhost/feed.xml", trusted_host="localhost")
-    check_url("http://127.0.0.1:8080/feed.xml", trusted_host="127.0.0.1")
-    # the exemption is for the host only, never for another scheme
-    with pytest.raises(BlockedAddressError):
-        check_url("file://localhost/etc/passwd", trusted_host="localhost")
-
-
-def test_public_addresses_pass_the_check() -> None:
-    # only classification: nothing is sent
-    assert is_public("93.184.216.34")
-    assert is_public("2606:2800:220:1:248:1893:25c8:1946")
-    for ip in (
-        "127.0.0.1",
-        "10.1.2.3",
-        "169.254.169.254",
-        "::1",
-        "::ffff:192.168.0.1",
-        "fe80::1%eth0",
-        "224.0.0.251",
-        "255.255.255.255",
-    ):
-        assert not is_public(ip), ip
+def test_trusted_origin_may_be_loopback() -> None:
+    check_url("http://localhost/feed.xml", trusted=trusted_origin("http://localhost/"))
+    check_url("http://127.0.0.1:8080/feed.xml", trusted=trusted_origin("http://127.0.0.1:8080/"))
+    # the exemption is for the origin only: not another port, scheme or spelling
+    for url in ("file://localhost/etc/passwd", "http://127.0.0.1:8081/feed.xml",
+                "https://127.0.0.1:8080/feed.xml", "http://localhost:8080/feed.xml",
+                "http://127.1:8080/feed.xml", "http://[::ffff:127.0.0.1]:8080/"):
+        with pytest.raises(BlockedAddressError):
+            check_url(url, trusted=trusted_origin("http://127.0.0.1:8080/"))
 
 
 def test_host_of_never_raises() -> None:
@@ -104,9 +99,9 @@ def test_host_of_never_raises() -> None:
     assert host_of("not a url") == ""
 
 
-def test_trusted_host_fetch_works() -> None:
+def test_trusted_origin_fetch_works() -> None:
     with RawServer(answers(FEED)) as server, Fetcher(FAST) as fetcher:
-        res = fetcher.get(server.url(), trusted_host="127.0.0.1")
+        res = fetcher.get(server.url(), trusted=own(server))
     assert res.status == 200 and res.body == FEED
     assert len(server.requests) == 1
 
@@ -114,9 +109,9 @@ def test_trusted_host_fetch_works() -> None:
 def test_untrusted_loopback_gets_no_request() -> None:
     with RawServer(answers(FEED)) as server, Fetcher(FAST) as fetcher:
         with pytest.raises(BlockedAddressError):
-            fetcher.get(server.url(), trusted_host=None)
-        with pytest.raises(BlockedAddressError):
-            fetcher.get(server.url(host="localhost"), trusted_host="127.0.0.1")
+            fetcher.get(server.url(), trusted=None)
+        with pytest.raises(BlockedAddressError, match="localhost"):
+            fetcher.get(server.url(host="localhost"), trusted=own(server))
         time.sleep(0.1)
     assert server.requests == []
 
@@ -126,27 +121,28 @@ def test_untrusted_loopback_gets_no_request() -> None:
     [
         "http://localhost:{port}/feed.xml",  # another name for loopback
         "http://127.1:{port}/feed.xml",
+        "http://127.0.0.1:{port}/feed.xml",  # same address, another port: another origin
         "http://[::1]:{port}/feed.xml",
         "http://169.254.169.254/latest/meta-data/",
         "http://10.0.0.1/",
         "file:///etc/passwd",
     ],
 )
-def test_redirect_from_trusted_host_to_internal_address_is_refused(target: str) -> None:
+def test_redirect_from_trusted_origin_to_internal_address_is_refused(target: str) -> None:
     with RawServer(answers(FEED)) as second:
         location = target.format(port=second.port)
         redirect = answers(b"", status="302 Found", headers=[("Location", location)])
         with RawServer(redirect) as first, Fetcher(FAST) as fetcher:
             start = time.monotonic()
             with pytest.raises(BlockedAddressError):
-                fetcher.get(first.url(), trusted_host="127.0.0.1")
+                fetcher.get(first.url(), trusted=own(first))
             assert time.monotonic() - start < 0.4
         time.sleep(0.1)
         assert len(first.requests) == 1
         assert second.requests == []  # the refusal came before any connection
 
 
-def test_relative_redirect_on_the_trusted_host_is_followed() -> None:
+def test_relative_redirect_in_the_trusted_origin_is_followed() -> None:
     def handler(server: RawServer, conn, request: bytes) -> None:  # type: ignore[no-untyped-def]
         if request.startswith(b"GET /old"):
             conn.sendall(head("302 Found", [("Location", "/new"), ("Content-Length", "0")]))
@@ -154,7 +150,7 @@ def test_relative_redirect_on_the_trusted_host_is_followed() -> None:
             conn.sendall(head(headers=[("Content-Length", str(len(FEED)))]) + FEED)
 
     with RawServer(handler) as server, Fetcher(FAST) as fetcher:
-        res = fetcher.get(server.url("/old"), trusted_host="127.0.0.1")
+        res = fetcher.get(server.url("/old"), trusted=own(server))
     assert res.body == FEED
     assert res.final_url == server.url("/new")
     assert res.permanent_url is None  # 302 is not a move
@@ -172,12 +168,14 @@ def test_connect_time_guard_refuses_an_untrusted_loopback_name() -> None:
             backend.connect_tcp("127.0.0.1", server.port, timeout=0.5)
         time.sleep(0.1)
         assert server.requests == []
-        fetch._local.trusted_host = "127.0.0.1"
+        fetch._local.trusted = own(server)
         try:
+            with pytest.raises(BlockedAddressError):  # the origin is trusted, not the address
+                backend.connect_tcp("127.0.0.1", server.port + 1, timeout=0.5)
             stream = backend.connect_tcp("127.0.0.1", server.port, timeout=0.5)
             stream.close()
         finally:
-            fetch._local.trusted_host = None
+            fetch._local.trusted = None
 
 
 def test_redirect_limit_and_loop() -> None:
@@ -194,11 +192,11 @@ def test_redirect_limit_and_loop() -> None:
     limits = Limits(connect_timeout=0.5, timeout=2.0, max_redirects=3)
     with RawServer(chain) as server, Fetcher(limits) as fetcher:
         with pytest.raises(RedirectError, match="more than 3 redirects"):
-            fetcher.get(server.url("/0"), trusted_host="127.0.0.1")
+            fetcher.get(server.url("/0"), trusted=own(server))
         assert len(server.requests) == 4  # the first request and three redirects
     with RawServer(loop) as server, Fetcher(limits) as fetcher:
         with pytest.raises(RedirectError, match="loop"):
-            fetcher.get(server.url("/a"), trusted_host="127.0.0.1")
+            fetcher.get(server.url("/a"), trusted=own(server))
         assert len(server.requests) == 2
 
 
@@ -206,14 +204,14 @@ def test_bad_location_is_a_fetch_error() -> None:
     redirect = answers(b"", status="302 Found", headers=[("Location", "http://[::1/broken")])
     with RawServer(redirect) as server, Fetcher(FAST) as fetcher:
         with pytest.raises(FetchError):
-            fetcher.get(server.url(), trusted_host="127.0.0.1")
+            fetcher.get(server.url(), trusted=own(server))
 
 
 def test_invalid_url_is_a_fetch_error_not_a_crash() -> None:
     with Fetcher(FAST) as fetcher:
         for url in ("http://127.0.0.1:abc/feed", "http://127.0.0.1/\x00"):
             with pytest.raises(FetchError):
-                fetcher.get(url, trusted_host="127.0.0.1")
+                fetcher.get(url, trusted=trusted_origin("http://127.0.0.1/"))
 
 
 def test_size_cap_counts_decoded_bytes() -> None:
@@ -224,7 +222,7 @@ def test_size_cap_counts_decoded_bytes() -> None:
         Fetcher(FAST) as fetcher,
     ):
         with pytest.raises(TooLargeError):
-            fetcher.get(server.url(), trusted_host="127.0.0.1")
+            fetcher.get(server.url(), trusted=own(server))
 
 
 def test_declared_length_over_the_cap_is_refused_at_once() -> None:
@@ -232,7 +230,7 @@ def test_declared_length_over_the_cap_is_refused_at_once() -> None:
     with RawServer(handler) as server, Fetcher(FAST) as fetcher:
         start = time.monotonic()
         with pytest.raises(TooLargeError, match="209715200"):
-            fetcher.get(server.url(), trusted_host="127.0.0.1")
+            fetcher.get(server.url(), trusted=own(server))
         assert time.monotonic() - start < 1.0
 
 
@@ -245,7 +243,7 @@ def test_waiting_for_a_host_slot_does_not_eat_the_deadline() -> None:
 
         def get() -> None:
             try:
-                results.append(fetcher.get(server.url(), trusted_host="127.0.0.1").status)
+                results.append(fetcher.get(server.url(), trusted=own(server)).status)
             except FetchError as e:
                 results.append(e)
 
@@ -262,5 +260,5 @@ def test_deadline_cuts_a_slow_exchange() -> None:
     with RawServer(answers(FEED, delay=5)) as server, Fetcher(limits) as fetcher:
         start = time.monotonic()
         with pytest.raises(NetworkError, match="timed out"):
-            fetcher.get(server.url(), trusted_host="127.0.0.1")
+            fetcher.get(server.url(), trusted=own(server))
         assert time.monotonic() - start < 2.0
