@@ -59,6 +59,23 @@ def _pending(conn: sqlite3.Connection) -> bool:
     return any(fn.__name__ not in applied for fn in MIGRATIONS)
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Apply the pending migrations in one write transaction: a second process
+    opening the same new database waits for it (busy timeout), then finds
+    nothing left to do, instead of racing it to create the tables."""
+    import sqlite_utils
+
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if _pending(conn):
+            migration_set().apply(sqlite_utils.Database(conn))  # savepoints inside ours
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 @migration
 def m001_initial(db: sqlite_utils.Database) -> None:
     db.execute(
@@ -267,9 +284,7 @@ class Store:
                     raise StorageError(f"{path}: cannot switch to WAL mode (got {mode})")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 if _pending(conn):
-                    import sqlite_utils
-
-                    migration_set().apply(sqlite_utils.Database(conn))
+                    _migrate(conn)
         except sqlite3.DatabaseError as e:
             raise StorageError(f"cannot open database {path}: {e}") from e
         except OSError as e:
