@@ -565,7 +565,8 @@ class Store:
                  "OR (i.article_status = 'ok' AND i.summary_source IS NOT 'article')")
         args: list[Any] = []
         if now is not None:
-            where += (" OR (i.article_retry_at <= ? AND coalesce(f.fetch_articles, 1) != 0)")
+            where += (" OR (i.article_retry_at <= ? AND i.url IS NOT NULL "
+                      "AND coalesce(f.fetch_articles, 1) != 0)")
             args.append(iso(now))
         where += ")"
         if exclude:

@@ -173,20 +173,29 @@ class _StorageTrouble:
     was, so it is due again next pass and nothing is lost. ``LIMIT`` in a row
     say the database itself is unusable (locked by another writer, read-only,
     corrupt, disk full): the pass stops with that error instead of logging it
-    for every feed, so ``update`` exits 1 and the daemon's health turns stalled."""
+    for every feed, so ``update`` exits 1 and the daemon's health turns stalled.
+    So does a pass whose every write failed, however few."""
 
     LIMIT = 3
 
     def __init__(self) -> None:
         self.count = 0
+        self.written = False
+        self.last: StorageError | None = None
 
     def failed(self, e: StorageError) -> None:
         self.count += 1
+        self.last = e
         if self.count >= self.LIMIT:
             raise StorageError(f"{e} ({self.count} writes in a row failed; stopping)") from e
 
     def ok(self) -> None:
         self.count = 0
+        self.written = True
+
+    def finish(self) -> None:
+        if self.last is not None and not self.written:
+            raise StorageError(f"{self.last} (no write of this pass succeeded)") from self.last
 
 
 # a 304 to write: (feed id, when, status, next fetch, headers)
@@ -265,6 +274,7 @@ def run_pass(
                 if progress:
                     progress(outcome)
             _flush_not_modified(store, not_modified, trouble)
+            trouble.finish()
         finally:
             if not_modified:  # the pass was cut short: keep what can be kept
                 try:
@@ -311,7 +321,8 @@ def _record_safely(store: Store, fetched: _Fetched, pol: decide.PollPolicy, now:
             error = _internal(feed.url, e2)
             log.error("feed %s: %s (cannot even record it)", feed.url, error)
             return FeedOutcome(feed.url, feed.name, "error", error=str(error))
-    trouble.ok()
+    if outcome.result != "not modified":  # a 304 is written later, in a batch
+        trouble.ok()
     return outcome
 
 

@@ -161,7 +161,8 @@ def test_a_failed_write_for_one_feed_is_retried_next_pass_and_nothing_is_lost(tm
 
 def test_a_database_failing_every_write_stops_the_pass_instead_of_hiding_it(tmp_path,
                                                                            monkeypatch, capsys):
-    with Farm(6, 1).serve() as farm:
+    # three feeds: the pass stops at the last one, with no fetch left in flight
+    with Farm(3, 1).serve() as farm:
         s = settings_for(tmp_path, feeds=farm.write_opml(tmp_path / "farm.opml"))
 
         def broken(self, *a, **kw):
@@ -179,6 +180,24 @@ def test_a_database_failing_every_write_stops_the_pass_instead_of_hiding_it(tmp_
         # (the farm's server thread may print its own traceback for a connection we dropped)
         assert f"{os.sep}aggregator{os.sep}" not in err  # no traceback through our code
         assert err.splitlines()[-1].startswith("aggregator: error: cannot write database")
+
+
+def test_a_pass_whose_every_write_failed_says_so_even_for_a_few_unchanged_feeds(
+        tmp_path, monkeypatch):
+    with Farm(3, 1).serve() as farm:
+        s = settings_for(tmp_path, feeds=farm.write_opml(tmp_path / "farm.opml"))
+        with Store(s.db) as store, make_fetcher(s) as fetcher:
+            assert run_pass(s, store, fetcher, all_feeds=True).new == 3
+
+            def broken(self, *a, **kw):
+                raise StorageError("database x.db is busy or read-only: database is locked")
+
+            monkeypatch.setattr(Store, "record_not_modified_many", broken)
+            with pytest.raises(StorageError, match="no write of this pass succeeded"):
+                run_pass(s, store, fetcher, all_feeds=True)  # three 304s, one batch
+            monkeypatch.undo()
+            again = run_pass(s, store, fetcher, all_feeds=True)
+            assert {o.result for o in again.outcomes} == {"not modified"}
 
 
 def test_one_items_broken_extraction_or_save_is_that_items_failure(tmp_path, monkeypatch):
