@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aggregator import __version__, config, opml
-from aggregator.errors import AggregatorError, DiscoveryError, OPMLError
+from aggregator.errors import AggregatorError, DiscoveryError, OPMLError, StorageError
 from aggregator.types import Subscription
 
 log = logging.getLogger("aggregator")
@@ -59,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
              "aggregator --feeds feeds.opml run")
     c.add_argument("--no-serve", action="store_true", help="don't start the HTTP server")
 
-    _cmd(sub, "feeds", "List every subscription with its polling state.",
-         "aggregator feeds")
+    c = _cmd(sub, "feeds", "List every subscription with its polling state; --revive polls "
+             "a gone (HTTP 410) or failing feed again.",
+             "aggregator feeds --revive https://example.com/feed.xml")
+    c.add_argument("--revive", metavar="URL",
+                   help="bring this feed back to active polling: state reset, errors "
+                   "cleared, due now")
 
     c = _cmd(sub, "add", "Subscribe to a feed (or to the feed a web page links to) in "
              "feeds.opml and the database.",
@@ -68,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("url")
     c.add_argument("--title", help="name shown for the feed")
     c.add_argument("--category", help="OPML folder / category")
+    c.add_argument("--private", action="store_true",
+                   help="never publish the feed's URL (marks the outline private=\"true\")")
 
     c = _cmd(sub, "remove", "Unsubscribe: remove the feed from feeds.opml; its stored items "
              "stay in the database.", "aggregator remove https://example.com/feed.xml")
@@ -157,17 +163,25 @@ def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
                           progress=show.step if sys.stdout.isatty() else None)
         show.done()
         _print_outcomes(result.outcomes)
-        summarised = 0
+        summarised, status = 0, 0
         if settings.summaries:
-            summarised = pipeline.summarize_pending(settings, store, fetcher)
+            try:
+                summarised = pipeline.summarize_pending(settings, store, fetcher)
+            except StorageError as e:  # the database stopped taking writes: publish anyway
+                print(f"aggregator: error: summaries stopped: {e}", file=sys.stderr)
+                status = 1
         published = []
         if settings.publish and (result.new or result.changed or summarised or
                                  not (settings.output / "index.html").exists()):
-            published = pipeline.publish_now(settings, store)
+            try:
+                published = pipeline.publish_now(settings, store)
+            except OSError as e:
+                raise AggregatorError(f"cannot publish to {settings.output}: "
+                                      f"{e.strerror or e}") from e
     print(f"{len(result.outcomes)} feeds polled: {result.new} new items, "
           f"{result.changed} changed, {result.failed} failed; {summarised} summarised"
           + (f"; published to {settings.output}" if published else ""))
-    return 0
+    return status
 
 
 class _Progress:
@@ -213,6 +227,13 @@ def cmd_feeds(args: argparse.Namespace, settings: config.Settings) -> int:
         from aggregator.update import sync_subscriptions, utcnow
 
         sync_subscriptions(settings, store, utcnow())
+        if args.revive:
+            if not store.revive_feed(args.revive, utcnow()):
+                raise AggregatorError(f"no such feed: {args.revive} (see `aggregator feeds`)")
+            feed = store.feed(args.revive)
+            print(f"revived: {args.revive} " + ("(polled on the next pass)" if feed and feed.active
+                                                else "(not in feeds.opml: `add` it to poll it)"))
+            return 0
         feeds = store.feeds()
     rows = [("STATE", "ITEMS", "LAST FETCH", "HTTP", "NEXT FETCH", "ERRS", "CATEGORY", "FEED")]
     for f in feeds:
@@ -227,14 +248,13 @@ def cmd_feeds(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def _edit_subscriptions(settings: config.Settings, change: Callable[[Any], Any]) -> Any:
-    """Change feeds.opml (replaced atomically), then bring the database in line."""
+    """Change feeds.opml under its lock (read, change and atomic replace, so a
+    concurrent edit by the daemon or another command is never lost), then bring
+    the database in line."""
     from aggregator.store import Store
     from aggregator.update import sync_subscriptions, utcnow
 
-    tree = opml.load_tree(settings.feeds)
-    result = change(tree)
-    if result:
-        opml.write(settings.feeds, tree)
+    result = opml.edit(settings.feeds, change)
     with Store(settings.db) as store:
         sync_subscriptions(settings, store, utcnow())
     return result
@@ -246,7 +266,8 @@ def cmd_add(args: argparse.Namespace, settings: config.Settings) -> int:
 
     with make_fetcher(settings) as fetcher:
         url, title = discover.feed_url(fetcher, args.url)
-    sub = Subscription(url=url, title=args.title or title, category=args.category)
+    sub = Subscription(url=url, title=args.title or title, category=args.category,
+                       private=args.private)
     added = _edit_subscriptions(settings, lambda tree: opml.add(tree, sub))
     print(f"{'added' if added else 'already subscribed'}: {url}")
     return 0

@@ -238,6 +238,9 @@ class Daemon:
                     self._summaries.soon()
             except AggregatorError as e:
                 log.error("update pass failed: %s", e)
+            except Exception as e:  # a bug: this pass is lost, the schedule goes on
+                log.debug("update pass failed", exc_info=e)
+                log.error("update pass failed: internal error: %s: %s", type(e).__name__, e)
             finally:
                 if store is not None:
                     store.close()
@@ -269,6 +272,9 @@ class Daemon:
                         break
         except AggregatorError as e:
             log.error("summaries failed: %s", e)
+        except Exception as e:  # a bug: the next run tries again
+            log.debug("summaries failed", exc_info=e)
+            log.error("summaries failed: internal error: %s: %s", type(e).__name__, e)
         finally:
             if store is not None:
                 store.close()
@@ -283,6 +289,9 @@ class Daemon:
                 log.error("publish failed: %s", e)
             except OSError as e:
                 log.error("publish failed: cannot write %s: %s", self.settings.output, e)
+            except Exception as e:  # a bug in publishing must not stop polling
+                log.debug("publish failed", exc_info=e)
+                log.error("publish failed: internal error: %s: %s", type(e).__name__, e)
 
     # --- state for people and systemd ------------------------------------------------
 

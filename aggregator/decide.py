@@ -239,3 +239,97 @@ def next_poll(
 def disables_feed(status: int) -> bool:
     """410 Gone: the publisher says the feed is gone for good."""
     return status == 410
+
+
+# --- recovery: an item's identity across documents, article fetch retries -----------
+# (kept together at the end of the module)
+
+
+def _norm(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def same_story(stored: tuple[str | None, str | None], item: ParsedItem) -> bool:
+    """Whether ``item``, arriving under the key of a stored story (its link and
+    title), is that story again or another story reusing its guid. An edit changes
+    the title or the link, rarely both at once: the same link, or the same title,
+    is the same story; with neither a link nor a title on either side there is
+    nothing to tell them apart, so it is the same story too."""
+    old_url, old_title = (_norm(s) for s in stored)
+    new_url, new_title = _norm(item.url), _norm(item.title)
+    if old_url and old_url == new_url:
+        return True
+    if old_title and old_title == new_title:
+        return True
+    return not (old_url or old_title or new_url or new_title)
+
+
+def _is(stored: tuple[str | None, str | None], item: ParsedItem) -> bool:
+    return (_norm(stored[0]), _norm(stored[1])) == (_norm(item.url), _norm(item.title))
+
+
+def settle_keys(
+    items: list[tuple[str, ParsedItem]] | tuple[tuple[str, ParsedItem], ...],
+    stored: dict[str, tuple[str | None, str | None]],
+) -> list[tuple[str, ParsedItem]]:
+    """The keys under which one document's items (keyed by ``assign_keys``) are
+    stored, given the stories already stored (key -> (link, title)) under their
+    keys and the suffixed variants of them. A stored row keeps belonging to the
+    story it was first written for: an item that is that story (``same_story``)
+    gets its key, whatever key ``assign_keys`` gave it; a different story with a
+    key already in use gets a new, suffixed key instead of overwriting it."""
+    keys: list[str | None] = [None] * len(items)
+    taken: set[str] = set()
+
+    def candidates(item: ParsedItem) -> list[str]:
+        base = item_key(item)
+        return [k for k in stored if k == base or k.startswith(base + "#")]
+
+    # 1. the key assign_keys gave, when it is stored for this very story
+    for n, (key, item) in enumerate(items):
+        if key in stored and key not in taken and same_story(stored[key], item):
+            keys[n] = key
+            taken.add(key)
+    # 2. another stored key of this story: same link and title first, then an edit
+    for exact in (True, False):
+        for n, (_, item) in enumerate(items):
+            if keys[n] is not None:
+                continue
+            for k in candidates(item):
+                if k in taken:
+                    continue
+                if _is(stored[k], item) if exact else same_story(stored[k], item):
+                    keys[n] = k
+                    taken.add(k)
+                    break
+    # 3. a new story: its assigned key when free, else a suffixed one
+    for n, (key, item) in enumerate(items):
+        if keys[n] is not None:
+            continue
+        base = item_key(item)
+        suffixed = f"{base}#{_digest(item.url, item.title)[:12]}"
+        choice = next((k for k in (key, base, suffixed) if k not in stored and k not in taken),
+                      None)
+        extra = 2
+        while choice is None:
+            k = f"{suffixed}-{extra}"
+            choice = k if k not in stored and k not in taken else None
+            extra += 1
+        keys[n] = choice
+        taken.add(choice)
+    return [(k, item) for k, (_, item) in zip(keys, items, strict=True) if k is not None]
+
+
+# A failed article fetch is tried again after these delays (counted from the
+# failure), then given up: 5 tries in all over about 17 hours.
+ARTICLE_RETRY_DELAYS = (
+    timedelta(minutes=15), timedelta(hours=1), timedelta(hours=4), timedelta(hours=12),
+)
+
+
+def article_retry_at(tries: int, failed_at: datetime) -> datetime | None:
+    """When to fetch a failed article again, ``tries`` fetches having been made
+    (the failed one included); None once every retry is spent."""
+    if tries < 1 or tries > len(ARTICLE_RETRY_DELAYS):
+        return None
+    return failed_at + ARTICLE_RETRY_DELAYS[tries - 1]

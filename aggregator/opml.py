@@ -2,15 +2,28 @@
 to follow. Folders (outlines without xmlUrl) become categories; nested folders
 join with " / ". Edits keep the rest of the file as it was and replace it
 atomically, so a reader (or a person with an editor) never sees half a file.
+Every read-modify-write (``edit``) holds an advisory lock on a sidecar file,
+``feeds.opml.lock``, so the CLI and the daemon never lose each other's edits.
+
+A subscription is private (``is_private``) when its outline says
+``private="true"`` or its URL carries credentials or a token: the published
+outputs never show its URL.
 """
 
 from __future__ import annotations
 
+import fcntl
+import math
 import os
+import re
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
@@ -19,6 +32,67 @@ from aggregator.errors import OPMLError
 from aggregator.types import Subscription
 
 FETCH_ARTICLES_ATTR = "fetchArticles"  # per-feed switch: "false" turns article fetching off
+PRIVATE_ATTR = "private"  # "true": the feed's URL is never published
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+T = TypeVar("T")
+
+# --- private subscriptions ----------------------------------------------------------
+
+# Query parameters that carry a secret, compared lower-case with "-" read as "_";
+# a name ending in "_token", "_key", ... counts too (e.g. "private_token").
+SECRET_PARAMS = frozenset({
+    "token", "key", "apikey", "api_key", "auth", "access_token", "secret", "sig",
+    "signature", "password", "pass", "passwd", "pwd", "session", "sid", "auth_token",
+    "private_token", "client_secret", "hash",
+})
+_SECRET_SUFFIXES = ("_token", "_key", "_secret", "_password", "_sig", "_signature", "_auth")
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_\-.~+/=%]+")
+
+
+def looks_random(value: str) -> bool:
+    """A value that reads like a token rather than a word or a number: 16 or
+    more token characters mixing letters and digits, with the spread of
+    characters of random text (hex, base64, a UUID)."""
+    if len(value) < 16 or not _TOKEN_CHARS.fullmatch(value):
+        return False
+    if not (any(c.isdigit() for c in value) and any(c.isalpha() for c in value)):
+        return False
+    counts = Counter(value)
+    entropy = -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+    return entropy >= 3.0
+
+
+def is_private(url: str, marked: bool = False) -> bool:
+    """Whether a feed's URL must never be published: marked so in feeds.opml,
+    or carrying credentials (``user:pass@``) or what looks like a token in its
+    query (a parameter named like ``token``/``key``/``sig``..., or a long
+    random-looking value)."""
+    if marked:
+        return True
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return True  # can't tell what it carries: don't show it
+    if "@" in parts.netloc:
+        return True
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        name = name.strip().lower().replace("-", "_")
+        if name in SECRET_PARAMS or name.endswith(_SECRET_SUFFIXES):
+            return True
+        if looks_random(value) or looks_random(name):
+            return True
+    return False
+
+
+def _flag(outline: ET.Element, attr: str) -> bool | None:
+    value = (outline.get(attr) or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    return None
 
 
 def parse_bytes(data: bytes, source: str = "OPML") -> ET.Element:
@@ -49,7 +123,8 @@ def _walk(node: ET.Element, folders: tuple[str, ...]) -> Iterator[Subscription]:
                 title=name,
                 category=" / ".join(folders) or None,
                 html_url=(outline.get("htmlUrl") or "").strip() or None,
-                fetch_articles=None if not flag else flag not in {"false", "no", "0", "off"},
+                fetch_articles=None if not flag else flag not in _FALSE,
+                private=bool(_flag(outline, PRIVATE_ATTR)),
             )
         else:
             yield from _walk(outline, folders + ((name,) if name else ()))
@@ -121,6 +196,41 @@ def write(path: Path, root: ET.Element) -> None:
         raise OPMLError(f"cannot write {path}: {e.strerror}") from e
 
 
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the advisory lock of ``path`` (flock on ``<path>.lock``; the list
+    itself is replaced by a rename, so a lock on it would be on the old file)."""
+    lock = lock_path(path)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except PermissionError:  # another user's lock file: reading it is enough for flock
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise OPMLError(f"cannot lock {path}: {e.strerror} ({lock})") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def edit(path: Path, change: Callable[[ET.Element], T]) -> T:
+    """Read, change and write ``path`` under its lock: ``change`` edits the tree
+    in place and returns a true value when there is something to write."""
+    with locked(path):
+        tree = load_tree(path)
+        result = change(tree)
+        if result:
+            write(path, tree)
+    return result
+
+
 def build(subs: Iterable[Subscription], title: str = "aggregator subscriptions") -> ET.Element:
     """A fresh document for ``subs``, one folder per category."""
     root = new_document(title)
@@ -161,6 +271,8 @@ def add(root: ET.Element, sub: Subscription) -> bool:
         attrs["htmlUrl"] = sub.html_url
     if sub.fetch_articles is not None:
         attrs[FETCH_ARTICLES_ATTR] = "true" if sub.fetch_articles else "false"
+    if sub.private:
+        attrs[PRIVATE_ATTR] = "true"
     ET.SubElement(_folder(body, sub.category), "outline", attrs)
     return True
 

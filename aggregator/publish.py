@@ -15,6 +15,10 @@ Safety: every piece of text is escaped by the serialiser (lxml, Jinja2 autoescap
 markup in one-line fields (titles, names, categories) is stripped to its text, because many
 readers render an RSS <title> as HTML; only http(s) links are kept. The only HTML in any
 output is the HTML our templates write.
+
+Private subscriptions (``opml.is_private``: marked ``private="true"``, or a URL with
+credentials or a token) never show their feed URL: their entries' source is the feed's
+title and site link only, and feeds.opml lists them as a link to the site, not a feed.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from lxml import etree
 from markupsafe import Markup, escape
 
 from aggregator import __version__
+from aggregator.opml import is_private
 from aggregator.types import Entry, Subscription
 
 log = logging.getLogger("aggregator.publish")
@@ -235,7 +240,8 @@ class _Item:
     url: str | None
     author: str
     source_name: str
-    source_feed_url: str | None
+    source_key: str  # tells sources apart; never written out (it may be a private URL)
+    source_feed_url: str | None  # None for a private subscription
     source_site_url: str | None
     category: str | None
     categories: tuple[str, ...]
@@ -248,13 +254,27 @@ class _Item:
     content_html: str
 
 
+def _host(url: str | None) -> str | None:
+    try:
+        return urlsplit(url).hostname if url else None
+    except ValueError:
+        return None
+
+
 def _item(entry: Entry, env: jinja2.Environment) -> _Item:
     context = " ".join(s for s in (_plain(x) for x in entry.summary_context) if s)
     points = tuple(s for s in (_plain(x) for x in entry.summary_points) if s)
     excerpt = "" if context or points else _excerpt(_plain(entry.content_text))
-    feed_url = safe_url(entry.feed_url)
-    host = urlsplit(feed_url).hostname if feed_url else None
-    source_name = clean_text(entry.feed_title) or host or "unknown source"
+    private = is_private(entry.feed_url, entry.feed_private)
+    feed_url = None if private else safe_url(entry.feed_url)
+    site_url = safe_url(entry.feed_site_url)
+    if private and site_url and is_private(site_url):
+        site_url = None  # a site link carrying the same token
+    host = _host(feed_url or site_url or entry.feed_url)  # a host alone gives no secret away
+    source_name = clean_text(entry.feed_title)
+    if private and source_name and entry.feed_url and entry.feed_url in source_name:
+        source_name = ""  # a feed named after its own URL
+    source_name = source_name or host or "unknown source"
     title = clean_text(entry.title) or _excerpt(context or excerpt, 80) or "(untitled)"
     published = _utc(entry.published or entry.first_seen)
     updated = max(published, _utc(entry.updated)) if entry.updated else published
@@ -270,8 +290,9 @@ def _item(entry: Entry, env: jinja2.Environment) -> _Item:
         url=url,
         author=clean_text(entry.author),
         source_name=source_name,
+        source_key=entry.feed_origin or entry.feed_url,
         source_feed_url=feed_url,
-        source_site_url=safe_url(entry.feed_site_url),
+        source_site_url=site_url,
         category=clean_text(entry.category) or None,
         categories=tuple(cats),
         context=context,
@@ -316,11 +337,11 @@ def _feed(items: Sequence[_Item], title: str, description: str, home: str, base:
     return _Feed(title, description, home, base, feed_id, ttl, updated, _common_language(items))
 
 
-def _source_updated(items: Sequence[_Item]) -> dict[str | None, datetime]:
-    newest: dict[str | None, datetime] = {}
+def _source_updated(items: Sequence[_Item]) -> dict[str, datetime]:
+    newest: dict[str, datetime] = {}
     for i in items:
-        if i.source_feed_url not in newest or i.updated > newest[i.source_feed_url]:
-            newest[i.source_feed_url] = i.updated
+        if i.source_key not in newest or i.updated > newest[i.source_key]:
+            newest[i.source_key] = i.updated
     return newest
 
 
@@ -363,8 +384,8 @@ def render_rss(feed: _Feed, items: Sequence[_Item]) -> bytes:
             _sub(it, "category", c)
         _sub(it, "guid", i.id, isPermaLink="false")
         _sub(it, "pubDate", rfc822(i.published))
-        if i.source_feed_url:
-            _sub(it, "source", i.source_name, url=i.source_feed_url)
+        if i.source_feed_url or i.source_site_url:  # a private feed: its site stands in
+            _sub(it, "source", i.source_name, url=i.source_feed_url or i.source_site_url)
     return etree.tostring(rss, xml_declaration=True, encoding="utf-8", pretty_print=True)
 
 
@@ -411,7 +432,7 @@ def render_atom(feed: _Feed, items: Sequence[_Item]) -> bytes:
             _sub(src, a + "link", rel="self", href=i.source_feed_url)
         if i.source_site_url:
             _sub(src, a + "link", rel="alternate", type="text/html", href=i.source_site_url)
-        _sub(src, a + "updated", rfc3339(sources[i.source_feed_url]))
+        _sub(src, a + "updated", rfc3339(sources[i.source_key]))
     return etree.tostring(root, xml_declaration=True, encoding="utf-8", pretty_print=True)
 
 
@@ -458,8 +479,14 @@ def render_opml(subscriptions: Sequence[Subscription], title: str) -> bytes:
     body = _sub(root, "body")
     folders: dict[str, etree._Element] = {}
     for s in subscriptions:
-        xml_url = safe_url(s.url)
-        if not xml_url:
+        private = is_private(s.url, s.private)
+        xml_url = None if private else safe_url(s.url)
+        html_url = safe_url(s.html_url)
+        if private and html_url and is_private(html_url):
+            html_url = None
+        if private and not html_url:
+            continue  # nothing to show but the URL that must stay private
+        if not xml_url and not private:
             log.warning("not listing subscription with a non-http(s) URL in feeds.opml: %r", s.url)
             continue
         parent = body
@@ -468,9 +495,17 @@ def render_opml(subscriptions: Sequence[Subscription], title: str) -> bytes:
             if category not in folders:
                 folders[category] = _sub(body, "outline", text=category)
             parent = folders[category]
-        name = clean_text(s.title) or xml_url
+        name = clean_text(s.title)
+        if private and name and s.url in name:
+            name = ""
+        if xml_url is None:  # private: OPML 2.0's link outline to the site, not the feed
+            assert html_url
+            name = name or urlsplit(html_url).hostname or html_url
+            _sub(parent, "outline", type="link", text=name, title=name, url=html_url)
+            continue
+        name = name or xml_url
         outline = _sub(parent, "outline", type="rss", text=name, title=name, xmlUrl=xml_url)
-        if html_url := safe_url(s.html_url):
+        if html_url:
             outline.set("htmlUrl", html_url)
     return etree.tostring(root, xml_declaration=True, encoding="utf-8", pretty_print=True)
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aggregator import decide
 from aggregator.errors import StorageError
 from aggregator.types import Entry, ParsedFeed, ParsedItem, Subscription, Summary
 
@@ -56,6 +57,23 @@ def _pending(conn: sqlite3.Connection) -> bool:
     except sqlite3.OperationalError:  # no table: a new database
         return True
     return any(fn.__name__ not in applied for fn in MIGRATIONS)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Apply the pending migrations in one write transaction: a second process
+    opening the same new database waits for it (busy timeout), then finds
+    nothing left to do, instead of racing it to create the tables."""
+    import sqlite_utils
+
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if _pending(conn):
+            migration_set().apply(sqlite_utils.Database(conn))  # savepoints inside ours
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 @migration
@@ -136,6 +154,23 @@ def m002_items_newest_first(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX items_sort_date ON items (sort_date)")
 
 
+@migration
+def m003_article_retries_private_feeds(db: sqlite_utils.Database) -> None:
+    """Failed article fetches are tried again (how often so far, when next); a
+    summary records what text it was made from (``item`` or ``article``), so an
+    article that arrives after a teaser's summary makes it stale; a feed can be
+    marked private in feeds.opml (its URL is never published)."""
+    db.execute("ALTER TABLE items ADD COLUMN article_tries INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE items ADD COLUMN article_retry_at TEXT")
+    db.execute("ALTER TABLE items ADD COLUMN summary_source TEXT")
+    db.execute("ALTER TABLE feeds ADD COLUMN private INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE items SET article_tries = 1 WHERE article_status IS NOT NULL")
+    db.execute("UPDATE items SET summary_source = CASE WHEN article_status = 'ok' "
+               "THEN 'article' ELSE 'item' END WHERE summary_hash IS NOT NULL")
+    db.execute("CREATE INDEX items_article_retry ON items (article_retry_at) "
+               "WHERE article_retry_at IS NOT NULL")
+
+
 def iso(when: datetime | None) -> str | None:
     if when is None:
         return None
@@ -194,6 +229,10 @@ class PendingItem:
     fetch_articles: bool | None
     article_status: str | None
     article_text: str | None
+    article_tries: int = 0
+    article_retry_at: datetime | None = None
+    summary_hash: str | None = None
+    summary_source: str | None = None
 
 
 _FEED_COLUMNS = (
@@ -245,9 +284,7 @@ class Store:
                     raise StorageError(f"{path}: cannot switch to WAL mode (got {mode})")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 if _pending(conn):
-                    import sqlite_utils
-
-                    migration_set().apply(sqlite_utils.Database(conn))
+                    _migrate(conn)
         except sqlite3.DatabaseError as e:
             raise StorageError(f"cannot open database {path}: {e}") from e
         except OSError as e:
@@ -306,25 +343,46 @@ class Store:
                 if url not in existing:
                     c.execute(
                         "INSERT INTO feeds (url, origin_url, title, category, site_url, "
-                        "fetch_articles, added_at, next_fetch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "fetch_articles, private, added_at, next_fetch) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (url, url, sub.title, sub.category, sub.html_url, fetch_articles,
-                         iso(now), iso(now)),
+                         int(sub.private), iso(now), iso(now)),
                     )
                     counts["added"] += 1
                 else:
                     id_, active = existing[url]
-                    if not active:
-                        counts["reactivated"] += 1
                     c.execute(
-                        "UPDATE feeds SET title = ?, category = ?, fetch_articles = ?, active = 1, "
-                        "site_url = coalesce(site_url, ?) WHERE id = ?",
-                        (sub.title, sub.category, fetch_articles, sub.html_url, id_),
+                        "UPDATE feeds SET title = ?, category = ?, fetch_articles = ?, "
+                        "private = ?, active = 1, site_url = coalesce(site_url, ?) WHERE id = ?",
+                        (sub.title, sub.category, fetch_articles, int(sub.private),
+                         sub.html_url, id_),
                     )
+                    if not active:  # subscribed again: a fresh start, even after a 410
+                        counts["reactivated"] += 1
+                        self._revive(c, id_, now)
             for url, (id_, active) in existing.items():
                 if url not in wanted and active:
                     c.execute("UPDATE feeds SET active = 0 WHERE id = ?", (id_,))
                     counts["deactivated"] += 1
         return counts
+
+    @staticmethod
+    def _revive(c: sqlite3.Connection, feed_id: int, now: datetime) -> None:
+        c.execute(
+            "UPDATE feeds SET state = CASE WHEN state = 'ok' THEN 'ok' ELSE 'new' END, "
+            "error_count = 0, last_error = NULL, next_fetch = ? WHERE id = ?",
+            (iso(now), feed_id),
+        )
+
+    def revive_feed(self, url: str, now: datetime) -> bool:
+        """Poll a feed again from now on: a ``gone`` (410) or failing feed goes
+        back to ``new`` with no errors counted. False when no feed has that URL."""
+        with self.transaction() as c:
+            row = c.execute("SELECT id FROM feeds WHERE url = ?", (url,)).fetchone()
+            if row is None:
+                return False
+            self._revive(c, row[0], now)
+        return True
 
     def feeds(self, *, active_only: bool = False) -> list[FeedRow]:
         where = "WHERE f.active = 1" if active_only else ""
@@ -431,16 +489,7 @@ class Store:
 
     def _upsert_items(self, c: sqlite3.Connection, feed_id: int,
                       items: Sequence[tuple[str, ParsedItem, str]], now: datetime) -> ItemCounts:
-        known: dict[str, tuple[int, str]] = {}
-        keys = [k for k, _, _ in items]
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for id_, key, h in c.execute(
-                f"SELECT id, key, content_hash FROM items WHERE feed_id = ? AND key IN ({marks})",
-                (feed_id, *chunk),
-            ):
-                known[key] = (id_, h)
+        known, items = self._settle_keys(c, feed_id, items)
         new_rows = []
         changed_rows = []
         stamp = iso(now)
@@ -472,41 +521,95 @@ class Store:
             )
         return ItemCounts(new=len(new_rows), changed=len(changed_rows))
 
+    @staticmethod
+    def _settle_keys(
+        c: sqlite3.Connection, feed_id: int, items: Sequence[tuple[str, ParsedItem, str]],
+    ) -> tuple[dict[str, tuple[int, str]], list[tuple[str, ParsedItem, str]]]:
+        """The stored rows (key -> (id, content_hash)) the items meet, and the items
+        under the keys they are stored with (``decide.settle_keys``): a row keeps
+        belonging to the story it was first written for."""
+        stored: dict[str, tuple[int, str, str | None, str | None]] = {}
+
+        def load(sql: str, args: Sequence[Any]) -> None:
+            for id_, key, h, url, title in c.execute(
+                    "SELECT id, key, content_hash, url, title FROM items WHERE feed_id = ? "
+                    "AND " + sql, (feed_id, *args)):
+                stored[key] = (id_, h, url, title)
+
+        bases = {k: decide.item_key(item) for k, item, _ in items}
+        wanted = sorted({*bases, *bases.values()})
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            load(f"key IN ({','.join('?' * len(chunk))})", chunk)
+        # a guid shared by several stories: also read the suffixed keys of that guid
+        shared = {base for key, item, _ in items
+                  if key != (base := bases[key])
+                  or (base in stored and not decide.same_story(stored[base][2:], item))}
+        for base in sorted(shared):
+            load("key > ? AND key < ?", (base + "#", base + "$"))  # '$' follows '#'
+        settled = decide.settle_keys([(k, item) for k, item, _ in items],
+                                     {k: (v[2], v[3]) for k, v in stored.items()})
+        hashes = {id(item): h for _, item, h in items}
+        return ({k: (v[0], v[1]) for k, v in stored.items()},
+                [(k, item, hashes[id(item)]) for k, item in settled])
+
     # --- summaries -------------------------------------------------------------------
 
-    def pending_summaries(self, limit: int = 100) -> list[PendingItem]:
-        """Items whose summary is missing or was made from older content, newest first."""
+    def pending_summaries(self, limit: int = 100, *, now: datetime | None = None,
+                          exclude: Sequence[int] = ()) -> list[PendingItem]:
+        """Items to work on, newest first: the summary is missing, was made from
+        older content, or from the item's own text while the article is now
+        there; or (with ``now``) a failed article fetch is due to be retried and
+        article fetching is not off for the feed. ``exclude``: ids to skip."""
+        where = ("(i.summary_hash IS NULL OR i.summary_hash != i.content_hash "
+                 "OR (i.article_status = 'ok' AND i.summary_source IS NOT 'article')")
+        args: list[Any] = []
+        if now is not None:
+            where += (" OR (i.article_retry_at <= ? AND i.url IS NOT NULL "
+                      "AND coalesce(f.fetch_articles, 1) != 0)")
+            args.append(iso(now))
+        where += ")"
+        if exclude:
+            where += f" AND i.id NOT IN ({','.join('?' * len(exclude))})"
+            args.extend(exclude)
         rows = self.conn.execute(
             "SELECT i.id, i.feed_id, f.url, i.url, i.title, i.content_text, i.content_hash, "
             "coalesce(i.language, f.language), f.fetch_articles, i.article_status, "
-            "i.article_text FROM items i JOIN feeds f ON f.id = i.feed_id "
-            "WHERE i.summary_hash IS NULL OR i.summary_hash != i.content_hash "
-            "ORDER BY i.sort_date DESC LIMIT ?",
-            (limit,),
+            "i.article_text, i.article_tries, i.article_retry_at, i.summary_hash, "
+            "i.summary_source FROM items i JOIN feeds f ON f.id = i.feed_id "
+            f"WHERE {where} ORDER BY i.sort_date DESC LIMIT ?",
+            (*args, limit),
         ).fetchall()
         return [
             PendingItem(id=r[0], feed_id=r[1], feed_url=r[2], url=r[3], title=r[4],
                         content_text=r[5], content_hash=r[6], language=r[7],
                         fetch_articles=None if r[8] is None else bool(r[8]),
-                        article_status=r[9], article_text=r[10])
+                        article_status=r[9], article_text=r[10], article_tries=r[11] or 0,
+                        article_retry_at=from_iso(r[12]), summary_hash=r[13],
+                        summary_source=r[14])
             for r in rows
         ]
 
-    def save_article(self, item_id: int, status: str, text: str | None) -> None:
+    def save_article(self, item_id: int, status: str, text: str | None, *,
+                     retry_at: datetime | None = None) -> None:
+        """One article fetch's outcome; ``retry_at``: when to try a failed one again."""
         with self.transaction() as c:
-            c.execute("UPDATE items SET article_status = ?, article_text = ? WHERE id = ?",
-                      (status[:500], text, item_id))
+            c.execute("UPDATE items SET article_status = ?, article_text = ?, "
+                      "article_tries = article_tries + 1, article_retry_at = ? WHERE id = ?",
+                      (status[:500], text, iso(retry_at), item_id))
 
     def save_summary(self, item_id: int, content_hash: str, summary: Summary,
-                     now: datetime) -> bool:
-        """Write a summary unless the item changed meanwhile (then it is redone later)."""
+                     now: datetime, *, source: str = "item") -> bool:
+        """Write a summary unless the item changed meanwhile (then it is redone later).
+        ``source``: the text it was made from, ``item`` or ``article``."""
         with self.transaction() as c:
             cur = c.execute(
                 "UPDATE items SET summary_context = ?, summary_points = ?, summary_method = ?, "
-                "summary_hash = ?, summarized_at = ? WHERE id = ? AND content_hash = ?",
+                "summary_hash = ?, summary_source = ?, summarized_at = ? "
+                "WHERE id = ? AND content_hash = ?",
                 (" ".join(summary.context) or None,
                  json.dumps(list(summary.points), ensure_ascii=False),
-                 summary.method, content_hash, iso(now), item_id, content_hash),
+                 summary.method, content_hash, source, iso(now), item_id, content_hash),
             )
             return cur.rowcount > 0
 
@@ -563,9 +666,9 @@ class Store:
 
     def subscriptions(self) -> list[Subscription]:
         return [
-            Subscription(url=r[0], title=r[1], category=r[2], html_url=r[3])
+            Subscription(url=r[0], title=r[1], category=r[2], html_url=r[3], private=bool(r[4]))
             for r in self.conn.execute(
-                "SELECT url, coalesce(title, feed_title), category, site_url FROM feeds "
+                "SELECT url, coalesce(title, feed_title), category, site_url, private FROM feeds "
                 "WHERE active = 1 ORDER BY category, coalesce(title, feed_title, url)")
         ]
 
@@ -588,7 +691,7 @@ _ENTRY_SELECT = (
     "SELECT i.id, i.key, f.url, coalesce(f.title, f.feed_title, f.url), f.site_url, "
     "f.category, i.title, i.url, i.author, i.published, i.updated, i.first_seen, "
     "coalesce(i.language, f.language), i.categories, i.summary_context, "
-    "i.summary_points, i.summary_method, i.content_text, f.origin_url "
+    "i.summary_points, i.summary_method, i.content_text, f.origin_url, f.private "
     "FROM items i JOIN feeds f ON f.id = i.feed_id "
 )
 
@@ -610,4 +713,5 @@ def _entry(r: tuple[Any, ...]) -> Entry:
         updated=from_iso(r[10]), first_seen=first_seen, language=r[12],
         categories=categories, summary_context=(r[14],) if r[14] else (),
         summary_points=points, summary_method=r[16], content_text=r[17], feed_origin=r[18],
+        feed_private=bool(r[19]),
     )

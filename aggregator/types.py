@@ -16,6 +16,7 @@ class Subscription:
     category: str | None = None
     html_url: str | None = None
     fetch_articles: bool | None = None  # None: use the global switch
+    private: bool = False  # marked private="true": its URL is never published
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,4 @@ class Entry:
     summary_method: str | None = None
     content_text: str | None = None
     feed_origin: str | None = None  # the feed's first URL: ids stay put when it moves
+    feed_private: bool = False  # marked private in feeds.opml: its URL is never published

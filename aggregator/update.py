@@ -8,6 +8,10 @@ Fetching and parsing run on a thread pool; every write happens on the calling
 thread, one transaction per feed, so there is one writer and a killed process
 loses at most the feed it was writing. A feed's failure is a value (its
 outcome), stored on its row and logged once; it never stops the other feeds.
+Everything done for one feed runs inside one boundary (``_fetch_and_parse`` on
+the worker, ``_record_safely`` here): any exception in it, a bug included,
+becomes that feed's error state, and the pass goes on. Only a database that
+fails write after write (``_StorageTrouble``) stops a pass.
 
 Summaries (article fetch + extraction + summarising) are a second, separate
 stage, ``summarize_pending``: the daemon runs it on its own thread so it never
@@ -21,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import random
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -33,16 +38,18 @@ from aggregator import decide, opml, workers
 from aggregator.config import Settings
 from aggregator.errors import (
     AggregatorError,
+    BlockedAddressError,
     FetchError,
     HTTPStatusError,
     OPMLError,
     ParseError,
+    StorageError,
 )
 from aggregator.fetch import PAGE_ACCEPT, Fetcher, Limits
 from aggregator.guard import Guard, trusted_origin
 from aggregator.logs import log_feed_result
 from aggregator.store import FeedRow, PendingItem, Store
-from aggregator.types import FetchResult, ParsedFeed
+from aggregator.types import FetchResult, ParsedFeed, Summary
 
 log = logging.getLogger("aggregator.update")
 
@@ -152,8 +159,45 @@ def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime,
     except (FetchError, ParseError) as e:
         return _Fetched(feed, error=e)
     except Exception as e:  # a bug: record it on this feed, keep polling the others
-        log.exception("%s: internal error", feed.url)
-        return _Fetched(feed, error=AggregatorError(f"internal error: {type(e).__name__}: {e}"))
+        return _Fetched(feed, error=_internal(feed.url, e))
+
+
+def _internal(what: str, e: BaseException) -> AggregatorError:
+    """A bug met while working on one feed, item or article, as that unit's error:
+    its traceback at DEBUG, its one line where the unit's errors go."""
+    log.debug("%s: internal error", what, exc_info=e)
+    return AggregatorError(f"internal error: {type(e).__name__}: {e}")
+
+
+class _StorageTrouble:
+    """Writes that failed in a row. One failed write (a StorageError) costs only
+    that feed or item this time: its transaction rolled back, its row is as it
+    was, so it is due again next pass and nothing is lost. ``LIMIT`` in a row
+    say the database itself is unusable (locked by another writer, read-only,
+    corrupt, disk full): the pass stops with that error instead of logging it
+    for every feed, so ``update`` exits 1 and the daemon's health turns stalled.
+    So does a pass whose every write failed, however few."""
+
+    LIMIT = 3
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.written = False
+        self.last: StorageError | None = None
+
+    def failed(self, e: StorageError) -> None:
+        self.count += 1
+        self.last = e
+        if self.count >= self.LIMIT:
+            raise StorageError(f"{e} ({self.count} writes in a row failed; stopping)") from e
+
+    def ok(self) -> None:
+        self.count = 0
+        self.written = True
+
+    def finish(self) -> None:
+        if self.last is not None and not self.written:
+            raise StorageError(f"{self.last} (no write of this pass succeeded)") from self.last
 
 
 # a 304 to write: (feed id, when, status, next fetch, headers)
@@ -219,22 +263,75 @@ def run_pass(
             should_stop=should_stop, name="fetch",
         )
         not_modified: list[NotModified] = []
+        trouble = _StorageTrouble()
         try:
             for fetched in fetched_all:
-                outcome = _record(store, fetched, pol, clock(), rng, not_modified)
+                outcome = _record_safely(store, fetched, pol, clock(), rng, not_modified,
+                                         trouble)
                 if len(not_modified) >= NOT_MODIFIED_BATCH:
-                    store.record_not_modified_many(not_modified)
-                    not_modified.clear()
+                    _flush_not_modified(store, not_modified, trouble)
                 if outcome.moved_to:
                     moves.append((outcome.url, outcome.moved_to))
                 result.outcomes.append(outcome)
                 if progress:
                     progress(outcome)
+            _flush_not_modified(store, not_modified, trouble)
+            trouble.finish()
         finally:
-            store.record_not_modified_many(not_modified)
+            if not_modified:  # the pass was cut short: keep what can be kept
+                try:
+                    store.record_not_modified_many(not_modified)
+                except StorageError as e:
+                    log.error("%d unchanged feeds not recorded, asked again next pass: %s",
+                              len(not_modified), e)
     if moves:
         _apply_moves(settings, store, moves)
     return result
+
+
+def _flush_not_modified(store: Store, rows: list[NotModified], trouble: _StorageTrouble) -> None:
+    if not rows:
+        return
+    try:
+        store.record_not_modified_many(rows)
+    except StorageError as e:  # those feeds are still due: asked again next pass
+        log.error("%d unchanged feeds not recorded, asked again next pass: %s", len(rows), e)
+        rows.clear()
+        trouble.failed(e)
+        return
+    rows.clear()
+    trouble.ok()
+
+
+def _record_safely(store: Store, fetched: _Fetched, pol: decide.PollPolicy, now: datetime,
+                   rng: random.Random, not_modified: list[NotModified],
+                   trouble: _StorageTrouble) -> FeedOutcome:
+    """``_record`` inside the feed's boundary: a bug becomes the feed's error
+    state ("internal error: Type: message"), a failed write leaves the feed as
+    it was (due again next pass); neither stops the pass."""
+    feed = fetched.feed
+    try:
+        outcome = _record(store, fetched, pol, now, rng, not_modified)
+    except StorageError as e:
+        return _not_stored(feed, e, trouble)
+    except Exception as e:
+        try:
+            outcome = _record_error(store, feed, _internal(feed.url, e), pol, now, rng)
+        except StorageError as e2:
+            return _not_stored(feed, e2, trouble)
+        except Exception as e2:  # even recording the error failed: say so, go on
+            error = _internal(feed.url, e2)
+            log.error("feed %s: %s (cannot even record it)", feed.url, error)
+            return FeedOutcome(feed.url, feed.name, "error", error=str(error))
+    if outcome.result != "not modified":  # a 304 is written later, in a batch
+        trouble.ok()
+    return outcome
+
+
+def _not_stored(feed: FeedRow, e: StorageError, trouble: _StorageTrouble) -> FeedOutcome:
+    log.error("feed %s: not stored, tried again next pass: %s", feed.url, e)
+    trouble.failed(e)  # raises when the database keeps failing
+    return FeedOutcome(feed.url, feed.name, "error", error=f"StorageError: {e}")
 
 
 NOT_MODIFIED_BATCH = 100  # 304s written per transaction
@@ -282,12 +379,17 @@ def _record_error(store: Store, feed: FeedRow, error: AggregatorError,
                   pol: decide.PollPolicy, now: datetime, rng: random.Random) -> FeedOutcome:
     status = error.status if isinstance(error, HTTPStatusError) else None
     headers = error.headers if isinstance(error, HTTPStatusError) else {}
-    message = f"{type(error).__name__}: {error}"
+    # an internal error names its own type: "internal error: OverflowError: ..."
+    message = str(error) if type(error) is AggregatorError else f"{type(error).__name__}: {error}"
     gone = status is not None and decide.disables_feed(status)
-    next_fetch = decide.next_poll(
-        now, pol, headers=headers, error_count=feed.error_count + 1,
-        random_fraction=rng.random(),
-    )
+    try:
+        next_fetch = decide.next_poll(
+            now, pol, headers=headers, error_count=feed.error_count + 1,
+            random_fraction=rng.random(),
+        )
+    except Exception as e:  # a bug in the rule must not lose the error itself
+        _internal(feed.url, e)
+        next_fetch = now + pol.interval
     if gone:
         message = "HTTP 410 Gone: the publisher removed this feed; polling stopped"
     store.record_error(feed.id, now, status=status, error=message, next_fetch=next_fetch,
@@ -299,47 +401,72 @@ def _record_error(store: Store, feed: FeedRow, error: AggregatorError,
 def _apply_moves(settings: Settings, store: Store, moves: Sequence[tuple[str, str]]) -> None:
     """301/308: the feed moves in feeds.opml first, then in the database, so the
     two never disagree (a sync would otherwise bring the old URL back)."""
+    done: list[tuple[str, str]] = []
+
+    def rename(tree: ET.Element) -> bool:
+        done[:] = [(old, new) for old, new in moves if opml.rename(tree, old, new)]
+        return bool(done)
+
     try:
-        tree = opml.load_tree(settings.feeds)
-        done = [(old, new) for old, new in moves if opml.rename(tree, old, new)]
-        if done:
-            opml.write(settings.feeds, tree)
+        opml.edit(settings.feeds, rename)  # under the lock the CLI's edits take too
     except AggregatorError as e:
         log.error("cannot record moved feeds in %s, keeping their old URLs: %s",
                   settings.feeds, e)
         return
     for old, new in done:
-        store.move_feed(old, new)
+        try:
+            store.move_feed(old, new)
+        except StorageError as e:  # the next sync follows feeds.opml: a new row for `new`
+            log.error("%s: moved permanently to %s, but the database kept the old URL: %s",
+                      old, new, e)
+            continue
         log.info("%s: moved permanently to %s", old, new)
 
 
 # --- the second stage: articles and summaries -----------------------------------------
 
 
-def wants_article(item: PendingItem, settings: Settings) -> bool:
-    """Fetch the linked page when the item's own text is too short to summarise,
-    article fetching is on (globally and for the feed), and it wasn't tried yet."""
-    if not settings.fetch_articles or item.fetch_articles is False:
+def wants_article(item: PendingItem, settings: Settings, now: datetime | None = None) -> bool:
+    """Fetch the linked page when article fetching is on (globally and for the
+    feed) and either it wasn't tried yet and the item's own text is too short to
+    summarise, or an earlier fetch failed and its retry time (``now``) has come."""
+    if not settings.fetch_articles or item.fetch_articles is False or not item.url:
         return False
-    if item.article_status is not None or not item.url:
-        return False
-    words = len((item.content_text or "").split())
-    return words < settings.min_content_words
+    if item.article_status is None:
+        words = len((item.content_text or "").split())
+        return words < settings.min_content_words
+    return (now is not None and item.article_retry_at is not None
+            and item.article_retry_at <= now and item.article_status.startswith("failed"))
 
 
-def _fetch_article(fetcher: Fetcher, item: PendingItem) -> tuple[str, str | None]:
-    """(status, main text) for an item's linked page. Never raises for the page's faults."""
-    from aggregator.extract import extract_main_text
+@dataclass(frozen=True)
+class _Article:
+    """One article fetch: ``ok`` with its text, ``too little text``, or ``failed: ...``
+    (``retryable`` unless the address guard refused it)."""
 
+    status: str
+    text: str | None = None
+    retryable: bool = False
+
+
+def _fetch_article(fetcher: Fetcher, item: PendingItem) -> _Article:
+    """An item's linked page and its main text. Never raises: the page's faults
+    and our own bugs (in fetching or extracting) are this article's failure."""
     assert item.url
     try:
+        from aggregator.extract import extract_main_text
+
         res = fetcher.get(item.url, accept=PAGE_ACCEPT, trusted=trusted_origin(item.feed_url))
+        text = extract_main_text(res.body or b"", res.final_url, encoding=_charset(res.headers))
+    except BlockedAddressError as e:  # asking again gets the same answer
+        return _Article(f"failed: {type(e).__name__}: {e}")
     except FetchError as e:
-        return f"failed: {type(e).__name__}: {e}", None
-    text = extract_main_text(res.body or b"", res.final_url, encoding=_charset(res.headers))
-    if not text:
-        return "too little text", None
-    return "ok", text
+        return _Article(f"failed: {type(e).__name__}: {e}", retryable=True)
+    except Exception as e:
+        return _Article(f"failed: {_internal(item.url, e)}", retryable=True)
+    if not text:  # the page answered; what it holds is not an article (not retried)
+        return _Article("too little text")
+    return _Article("ok", text)
 
 
 def _charset(headers: dict[str, str]) -> str | None:
@@ -348,6 +475,44 @@ def _charset(headers: dict[str, str]) -> str | None:
         if name.lower() == "charset" and value:
             return value.strip('"\' ')
     return None
+
+
+def _stale(item: PendingItem) -> bool:
+    """The summary is missing, made from older content, or from the item's own
+    text while its article is there."""
+    return (item.summary_hash != item.content_hash
+            or (item.article_status == "ok" and item.summary_source != "article"))
+
+
+def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
+                    now: datetime) -> bool:
+    """Record the article fetch (if one was made) and write the summary when it
+    is out of date; True when a summary was written. A failed fetch is tried
+    again later (``decide.article_retry_at``); meanwhile the item is summarised
+    from its own text, and again from the article once that arrives."""
+    from aggregator.summarize import summarize
+
+    text, source = None, "item"
+    if item.article_status == "ok":
+        text, source = item.article_text, "article"
+    if article is not None:
+        retry_at = (decide.article_retry_at(item.article_tries + 1, now)
+                    if article.retryable else None)
+        store.save_article(item.id, article.status, article.text, retry_at=retry_at)
+        if article.status == "ok" and article.text:
+            text, source = article.text, "article"
+        elif not _stale(item):
+            return False  # a retry that failed again: the teaser's summary stands
+    elif not _stale(item):
+        return False
+    try:
+        summary = summarize(text or item.content_text or "", language=item.language,
+                            title=item.title)
+    except Exception as e:  # a bug in one summary: recorded on it, not retried until it changes
+        log.error("item %d (%s): cannot summarise: %s", item.id, item.url,
+                  _internal(f"item {item.id}", e))
+        summary = Summary((), (), "none:error")
+    return store.save_summary(item.id, item.content_hash, summary, now, source=source)
 
 
 def summarize_pending(
@@ -361,22 +526,25 @@ def summarize_pending(
     should_stop: Callable[[], bool] = lambda: False,
     progress: Callable[[], None] = lambda: None,
 ) -> int:
-    """Work off the backlog of items without an up-to-date summary; returns how
-    many were written. Each summary is one small transaction, so stopping
-    between two loses nothing. ``progress`` is called after each article fetched
-    and each summary written (the daemon's watchdog listens)."""
-    from aggregator.summarize import summarize
-
+    """Work off the backlog of items without an up-to-date summary, and the
+    failed article fetches due again; returns how many summaries were written.
+    Each item is one boundary: any failure in fetching its article, extracting,
+    summarising or saving is that item's alone. Each summary is one small
+    transaction, so stopping between two loses nothing. ``progress`` is called
+    after each article fetched and each item done (the daemon's watchdog listens)."""
     done = 0
-    failed: set[int] = set()
+    skip: set[int] = set()  # failed in this call: not picked again by it
+    written: set[int] = set()
+    trouble = _StorageTrouble()
     while not should_stop() and (limit is None or done < limit):
-        pending = [p for p in store.pending_summaries(batch + len(failed))
-                   if p.id not in failed][:batch]
+        now = clock()
+        pending = store.pending_summaries(
+            batch, now=now if settings.fetch_articles else None, exclude=sorted(skip))
         if not pending:
             break
-        wanted = [p for p in pending if wants_article(p, settings)]
+        wanted = [p for p in pending if wants_article(p, settings, now)]
         wanted_ids = {p.id for p in wanted}
-        articles: dict[int, tuple[str, str | None]] = {}
+        articles: dict[int, _Article] = {}
         for item_id, fetched in workers.unordered(
             lambda p: (p.id, _fetch_article(fetcher, p)), wanted, settings.workers,
             should_stop=should_stop, name="article",
@@ -386,22 +554,30 @@ def summarize_pending(
         for item in pending:
             if should_stop():
                 break
-            text = item.article_text if item.article_status == "ok" else None
-            if item.id in articles:
-                status, article = articles[item.id]
-                store.save_article(item.id, status, article)
-                text = article
-            elif item.id in wanted_ids:
+            if item.id in wanted_ids and item.id not in articles:
                 continue  # its article fetch was cut short by a stop: next time
-            text = text or item.content_text or ""
-            try:
-                summary = summarize(text, language=item.language, title=item.title)
-            except Exception:  # a bug in one summary must not stop the others
-                log.exception("cannot summarise item %d (%s)", item.id, item.url)
-                failed.add(item.id)
+            if item.id in written and item.id not in articles:
+                skip.add(item.id)  # written once already and still pending: not again now
                 continue
-            if store.save_summary(item.id, item.content_hash, summary, clock()):
+            try:
+                wrote = _summarize_item(store, item, articles.get(item.id), clock())
+            except StorageError as e:
+                log.error("item %d (%s): not saved, tried again later: %s", item.id, item.url,
+                          e)
+                skip.add(item.id)
+                trouble.failed(e)  # raises when the database keeps failing
+                continue
+            except Exception as e:  # a bug outside the summary itself
+                log.error("item %d (%s): %s", item.id, item.url,
+                          _internal(f"item {item.id}", e))
+                skip.add(item.id)
+                continue
+            trouble.ok()
+            if wrote:
                 done += 1
+                written.add(item.id)
+            elif item.id not in articles:
+                skip.add(item.id)  # nothing to do after all (e.g. changed meanwhile)
             progress()
     return done
 

@@ -193,3 +193,19 @@ def test_main_returns_one_line_error_in_process(tmp_path, capsys, monkeypatch):
     assert main(["--feeds", str(tmp_path / "missing.opml"), "export"]) == 1
     err = capsys.readouterr().err
     assert err == f"aggregator: error: subscription list not found: {tmp_path / 'missing.opml'}\n"
+
+
+def test_add_private_marks_the_outline_and_export_keeps_it(tmp_path):
+    import sqlite3
+
+    with Farm(1, 1).serve() as farm:
+        (tmp_path / "feeds.opml").write_text('<opml version="2.0"><head/><body/></opml>')
+        url = f"{farm.base}/feed/0.xml"
+        out = run(tmp_path, "--db", "x.db", "add", url, "--private")
+        assert out.returncode == 0, out.stderr
+    outline = opml.parse_bytes((tmp_path / "feeds.opml").read_bytes()).find(".//outline")
+    assert outline.get("xmlUrl") == url and outline.get("private") == "true"
+    (sub,) = opml.subscriptions(opml.parse_bytes(run(tmp_path, "export").stdout.encode()))
+    assert sub.private and sub.url == url
+    with sqlite3.connect(tmp_path / "x.db") as c:
+        assert c.execute("SELECT private FROM feeds").fetchall() == [(1,)]

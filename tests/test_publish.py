@@ -767,3 +767,55 @@ def test_missing_title_and_source_name_are_filled_in(tmp_path: Path) -> None:
     assert rss.entries[1].title == "(untitled)"
     assert rss.entries[1].source.title == "feeds.bbci.co.uk"
     validate_all(tmp_path)
+
+
+# ----------------------------------------------------------------------------- private feeds
+
+PRIVATE_TOKEN = "tok-8f2c4e6a1b9d"
+PRIVATE_FEEDS = {
+    "Members": f"https://paid.example.com/rss?api_key={PRIVATE_TOKEN}",
+    "Intranet": "https://intranet.example.com/private-path-4711/feed.xml",  # marked private
+    "Login": f"https://alice:{PRIVATE_TOKEN}@news.example.net/feed",
+}
+
+
+def test_private_feeds_show_title_and_site_link_only_and_stay_valid(tmp_path: Path) -> None:
+    sites = {"Members": "https://paid.example.com/", "Intranet": None,
+             "Login": "https://news.example.net/"}
+    entries = [*mixed_entries(6)]
+    subs = [*SUBSCRIPTIONS]
+    for n, (name, url) in enumerate(PRIVATE_FEEDS.items()):
+        marked = name == "Intranet"
+        entries.append(make_entry(100 + n, feed_url=url, feed_origin=url, feed_title=name,
+                                  feed_site_url=sites[name], category="Private",
+                                  title=f"{name} story", feed_private=marked))
+        subs.append(Subscription(url=url, title=name, category="Private",
+                                 html_url=sites[name], private=marked))
+    run(entries, tmp_path, subscriptions=subs)
+    pages = validate_all(tmp_path)
+    for p in [p for p in tmp_path.rglob("*") if p.is_file()]:
+        text = p.read_text(encoding="utf-8")
+        for secret in (PRIVATE_TOKEN, "private-path-4711", "alice", "api_key"):
+            assert secret not in text, f"{secret} in {p}"
+    rss = etree.parse(str(tmp_path / "rss.xml")).getroot()
+    sources = {i.findtext("title"): i.find("source") for i in rss.iter("item")}
+    assert sources["Members story"].get("url") == "https://paid.example.com/"
+    assert sources["Members story"].text == "Members"
+    assert sources["Intranet story"] is None  # neither a feed URL to show nor a site
+    atom = etree.parse(str(tmp_path / "atom.xml")).getroot()
+    for entry in atom.iter(f"{ATOM}entry"):
+        if entry.findtext(f"{ATOM}title") == "Login story":
+            src = entry.find(f"{ATOM}source")
+            assert src.findtext(f"{ATOM}title") == "Login"
+            assert [(ln.get("rel"), ln.get("href")) for ln in src.findall(f"{ATOM}link")] \
+                == [("alternate", "https://news.example.net/")]
+            assert src.find(f"{ATOM}id") is None
+    feed = json.loads((tmp_path / "feed.json").read_text())
+    by_title = {i["title"]: i["_source"] for i in feed["items"]}
+    assert by_title["Members story"] == {"title": "Members",
+                                         "home_page_url": "https://paid.example.com/"}
+    assert by_title["Story number 0"]["feed_url"] == SUBSCRIPTIONS[0].url  # public: as before
+    opml_text = (tmp_path / "feeds.opml").read_text()
+    assert 'type="link"' in opml_text and 'url="https://paid.example.com/"' in opml_text
+    assert "Intranet" not in opml_text  # nothing to list but its URL
+    assert vnu_errors(pages) == []
