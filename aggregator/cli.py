@@ -287,7 +287,8 @@ def cmd_import(args: argparse.Namespace, settings: config.Settings) -> int:
     from aggregator.update import make_fetcher
 
     source = args.source
-    if source.startswith(("http://", "https://")):
+    remote = source.startswith(("http://", "https://"))
+    if remote:
         with make_fetcher(settings) as fetcher:
             res = fetcher.get(source, accept="text/x-opml, application/xml, " + PAGE_ACCEPT,
                               trusted=trusted_origin(source))
@@ -298,6 +299,16 @@ def cmd_import(args: argparse.Namespace, settings: config.Settings) -> int:
         except OSError as e:
             raise OPMLError(f"cannot read {source}: {e.strerror}") from e
     subs = opml.subscriptions(opml.parse_bytes(data, source))
+    if remote:
+        # A list from the network is somebody else's choice: a feed in it that names an
+        # internal address (which feeds.opml would trust) is not imported, unless it is
+        # the very origin the user typed.
+        origin = trusted_origin(source)
+        refused = [s for s in subs if trusted_origin(s.url) not in (None, origin)]
+        for sub in refused:
+            print(f"aggregator: warning: not importing {sub.url}: a list fetched from "
+                  f"{source} may not subscribe to an internal address", file=sys.stderr)
+        subs = [s for s in subs if s not in refused]
     added = _edit_subscriptions(settings, lambda tree: opml.merge(tree, subs))
     print(f"imported {len(added)} new feeds ({len(subs) - len(added)} already followed)")
     return 0

@@ -400,8 +400,19 @@ def _record_error(store: Store, feed: FeedRow, error: AggregatorError,
 
 def _apply_moves(settings: Settings, store: Store, moves: Sequence[tuple[str, str]]) -> None:
     """301/308: the feed moves in feeds.opml first, then in the database, so the
-    two never disagree (a sync would otherwise bring the old URL back)."""
+    two never disagree (a sync would otherwise bring the old URL back). A move
+    onto an IP address or localhost is not recorded unless the feed was already
+    there: feeds.opml trusts such a URL, and a server's redirect must not earn it
+    that trust (the fetch itself only got through because allow_private let it)."""
     done: list[tuple[str, str]] = []
+    kept = [(old, new) for old, new in moves
+            if trusted_origin(new) not in (None, trusted_origin(old))]
+    for old, new in kept:
+        log.warning("%s: moved permanently to %s, an internal address: keeping the old URL",
+                    old, new)
+    moves = [m for m in moves if m not in kept]
+    if not moves:
+        return
 
     def rename(tree: ET.Element) -> bool:
         done[:] = [(old, new) for old, new in moves if opml.rename(tree, old, new)]

@@ -132,6 +132,28 @@ def test_import_merges_and_export_prints_opml(tmp_path, httpserver):
         ("http://c.example/feed", None)]
 
 
+def test_a_remote_list_cannot_subscribe_to_internal_addresses(tmp_path, httpserver):
+    """feeds.opml trusts a feed URL that names an IP address or localhost; a list fetched
+    from the network must not hand that trust to its own entries."""
+    feeds = tmp_path / "feeds.opml"
+    opml.write(feeds, opml.build([]))
+    own = httpserver.url_for("/mine.xml")  # the origin the user typed: kept
+    httpserver.expect_request("/subs.opml").respond_with_data(
+        '<opml version="2.0"><head/><body>'
+        '<outline text="meta" xmlUrl="http://169.254.169.254/latest/meta-data/"/>'
+        '<outline text="lo" xmlUrl="http://localhost:6379/"/>'
+        '<outline text="v6" xmlUrl="http://[::1]:8080/x"/>'
+        f'<outline text="own" xmlUrl="{own}"/>'
+        '<outline text="public" xmlUrl="http://news.example/feed"/>'
+        "</body></opml>", content_type="text/x-opml")
+    out = run(tmp_path, "import", httpserver.url_for("/subs.opml"))
+    assert out.returncode == 0, out.stderr
+    assert "imported 2 new feeds" in out.stdout
+    assert out.stderr.count("may not subscribe to an internal address") == 3
+    urls = [s.url for s in opml.read(feeds)]
+    assert urls == [own, "http://news.example/feed"]
+
+
 def test_import_of_a_broken_or_hostile_opml_changes_nothing(tmp_path):
     feeds = tmp_path / "feeds.opml"
     opml.write(feeds, opml.build([opml.Subscription("http://a.example/rss", "A")]))

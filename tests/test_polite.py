@@ -271,6 +271,26 @@ def test_permanent_redirect_moves_the_feed(server: HTTPServer, tmp_path: Path, s
     assert len(served(server, "/new")) == 2
 
 
+def test_a_move_onto_an_internal_address_is_not_recorded(tmp_path: Path) -> None:
+    """feeds.opml trusts a URL naming an IP address or localhost: a redirect (let through
+    only by allow_private) must not make that trust permanent by moving the feed there."""
+    from aggregator.store import Store
+    from aggregator.update import _apply_moves
+
+    settings = settings_for(tmp_path)
+    urls = ["http://news.example/rss", "http://other.example/rss", "http://127.0.0.1:9/a"]
+    write_opml(settings, urls)
+    moves = [("http://news.example/rss", "http://10.0.0.5/rss"),  # public -> internal: kept
+             ("http://other.example/rss", "https://other.example/feed"),  # public -> public
+             ("http://127.0.0.1:9/a", "http://127.0.0.1:9/b")]  # same trusted origin
+    with Store(settings.db) as store:
+        store.sync_subscriptions(opml.read(settings.feeds), datetime.now(UTC))
+        _apply_moves(settings, store, moves)
+    assert [s.url for s in opml.read(settings.feeds)] == [
+        "http://news.example/rss", "https://other.example/feed", "http://127.0.0.1:9/b"]
+    assert feed_row(settings, "http://news.example/rss")["url"] == "http://news.example/rss"
+
+
 @pytest.mark.parametrize("status", [302, 307])
 def test_temporary_redirect_does_not_move(server: HTTPServer, tmp_path: Path, status: int) -> None:
     server.expect_request("/old").respond_with_response(
