@@ -275,6 +275,8 @@ def iso_fields_valid(value: Any) -> bool:
                  value, re.ASCII)
     if not m:
         return True  # not ISO: feedparser's own checks apply
+    if len(m.group(1)) > 4:
+        return False  # a year past 9999 (and no int() of 5000 digits, which raises)
     year, month, day = (int(g) for g in m.groups()[:3])
     hour, minute, second = (int(g) if g else 0 for g in m.groups()[3:])
     if not FIRST_YEAR - 1 <= year <= LAST_YEAR or hour > 23 or minute > 59 or second > 60:

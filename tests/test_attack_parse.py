@@ -1,0 +1,27 @@
+"""Hostile publisher and hostile server against the parse side (parse.py,
+clean.py, jsonfeed.py): each test names the input that once got past it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aggregator.errors import ParseError
+from aggregator.parse import parse
+
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+URL = "http://feeds.example.org/feed"
+
+
+def rss_item(item: bytes) -> bytes:
+    return (b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><item>'
+            + item + b"</item></channel></rss>")
+
+
+def test_a_date_with_a_year_of_five_thousand_digits_is_no_date() -> None:
+    # int() of more than 4300 digits raises ValueError, which escaped parse()
+    for tag in (b"pubDate", b"updated", b"published"):
+        body = rss_item(b"<title>x</title><" + tag + b">" + b"9" * 5000
+                        + b"-01-01T00:00:00Z</" + tag + b">")
+        feed = parse(body, {}, URL, NOW)
+        assert feed.items[0].title == "x"
+        assert feed.items[0].published is None and feed.items[0].updated is None
