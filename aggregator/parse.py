@@ -11,8 +11,8 @@ XML safety: a document whose internal DTD subset declares an external entity
 (XXE) or entities built from other entities (an expansion bomb) is refused
 with a ParseError; any other internal subset is cut out before feedparser
 sees the document, so no entity declared by a feed is ever expanded or
-resolved. UTF-16/32 documents are turned into UTF-8 first so that check
-reads them too.
+resolved. UTF-16/32 and EBCDIC documents are turned into UTF-8 first so
+that check reads them too.
 
 Charsets: a document that names no charset (no BOM, no XML declaration, none
 in Content-Type) and is not UTF-8 gets one guessed (chardet, which feedparser
@@ -51,6 +51,8 @@ _WIDE_NO_BOM = (
     (b"<\x00\x00\x00", "utf-32-le"), (b"\x00\x00\x00<", "utf-32-be"),
     (b"<\x00", "utf-16-le"), (b"\x00<", "utf-16-be"),
 )
+# "<?xm" in EBCDIC (XML 1.0 appendix F): feedparser reads such a document too
+_EBCDIC = b"\x4c\x6f\xa7\x94"
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?\?>", re.IGNORECASE)
 _DECL_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)""",
                             re.IGNORECASE)
@@ -62,11 +64,26 @@ _ENTITY = re.compile(
 _NESTED_REF = re.compile(rb"[&%](?!#|(?:amp|lt|gt|quot|apos);)[A-Za-z_:]")
 
 
+def _ebcdic_codec(body: bytes) -> str:
+    """The EBCDIC code page the declaration names, if Python has it; cp037 else."""
+    decl = _DECL_ENCODING.match(body[:512].decode("cp037", "replace").encode("utf-8"))
+    if decl:
+        try:
+            name = codecs.lookup(decl.group(1).decode("ascii")).name
+            if "<?xm".encode(name, "replace") == _EBCDIC:
+                return name
+        except LookupError:
+            pass
+    return "cp037"
+
+
 def _narrow(body: bytes) -> bytes:
-    """UTF-16/32 -> UTF-8 with a matching declaration, so byte-level checks read it."""
+    """UTF-16/32 and EBCDIC -> UTF-8 with a matching declaration, so byte-level checks read it."""
     codec = next((c for bom, c in _WIDE_BOMS if body.startswith(bom)), None)
     if codec is None:
         codec = next((c for start, c in _WIDE_NO_BOM if body.startswith(start)), None)
+    if codec is None and body.startswith(_EBCDIC):
+        codec = _ebcdic_codec(body)
     if codec is None:
         return body
     try:
@@ -343,7 +360,7 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> Pars
     threat = dtd_threat(body)
     if threat:
         raise ParseError(f"refused: the document {threat}")
-    if _narrow(body) is not body:  # UTF-16/32: defuse hands back UTF-8
+    if _narrow(body) is not body:  # UTF-16/32, EBCDIC: defuse hands back UTF-8
         parsed_headers["content-type"] = "application/xml; charset=utf-8"
     body = defuse(body)
     parsed_headers = _with_charset(body, parsed_headers)
