@@ -53,7 +53,7 @@ FIRST_YEAR, LAST_YEAR = 1970, 9999
 
 _BLOCK = re.compile(
     r"</?(?:p|div|br|li|ul|ol|h[1-6]|blockquote|pre|tr|table|section|article|figure|figcaption)"
-    r"\b[^>]*>",
+    r"\b[^<>]*>",  # not [^>]*: a run of "<p<p<p..." would cost a scan to its end per "<p"
     re.IGNORECASE,
 )
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
