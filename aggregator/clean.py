@@ -20,6 +20,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import html
+import itertools
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
@@ -38,6 +39,9 @@ MAX_TITLE_CHARS = 1000
 MAX_AUTHOR_CHARS = 500
 MAX_CATEGORY_CHARS = 200
 MAX_CATEGORIES = 50
+#: Category terms looked at per item: a million repeats of one tag cost no
+#: more than this many.
+MAX_CATEGORY_TERMS = 4 * MAX_CATEGORIES
 MAX_LANGUAGE_CHARS = 20
 #: A guid longer than this keeps its start and a hash of the whole, so two
 #: long guids sharing a prefix stay two items.
@@ -122,7 +126,11 @@ def plain(title: Any, limit: int = MAX_TITLE_CHARS) -> str | None:
 def categories(terms: Iterable[Any]) -> tuple[str, ...]:
     """Distinct plain-text categories, in order, each and all bounded."""
     out: list[str] = []
-    for term in terms:
+    seen: set[str] = set()
+    for term in itertools.islice(terms, MAX_CATEGORY_TERMS):
+        if not isinstance(term, str) or term in seen:
+            continue
+        seen.add(term)
         text = plain(term, MAX_CATEGORY_CHARS)
         if text and text not in out:
             out.append(text)
