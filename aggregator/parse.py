@@ -186,6 +186,29 @@ def defuse(body: bytes) -> bytes:
     return body[:sub_start - 1] + b">" + body[end:]
 
 
+# --- character references ----------------------------------------------------------
+
+# numeric references of 4+ hex or 5+ decimal digits: the only ones that can
+# name a surrogate (U+D800-DFFF) or lie past U+10FFFF
+_BIG_CHARREF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{4,})|([0-9]{5,}));")
+
+
+def _charref(m: re.Match[bytes]) -> bytes:
+    hexa, dec = m.group(1), m.group(2)
+    digits = (hexa or dec).lstrip(b"0")
+    if len(digits) > 7:
+        return b"&#xFFFD;"
+    code = int(digits or b"0", 16 if hexa else 10)
+    return b"&#xFFFD;" if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF else m.group(0)
+
+
+def no_bad_charrefs(body: bytes) -> bytes:
+    """A reference to a surrogate or past U+10FFFF (``&#55296;``) made
+    feedparser raise, and one such reference lost the whole feed: it becomes
+    U+FFFD, as an HTML parser reads it."""
+    return _BIG_CHARREF.sub(_charref, body) if b"&#" in body else body
+
+
 # --- charsets ------------------------------------------------------------------------
 
 
@@ -362,7 +385,7 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> Pars
         raise ParseError(f"refused: the document {threat}")
     if _narrow(body) is not body:  # UTF-16/32, EBCDIC: defuse hands back UTF-8
         parsed_headers["content-type"] = "application/xml; charset=utf-8"
-    body = defuse(body)
+    body = no_bad_charrefs(defuse(body))
     parsed_headers = _with_charset(body, parsed_headers)
     # Without a base URL feedparser skips a urljoin per element (a quarter of
     # its time); a document that turns out to hold a relative URI is parsed

@@ -77,3 +77,18 @@ def test_a_million_repeated_tags_are_not_each_cleaned() -> None:
     many = [f"tag {n}" for n in range(clean.MAX_CATEGORIES + 10)]
     assert clean.categories(many) == tuple(many[: clean.MAX_CATEGORIES])
     assert clean.categories([5, None, "x", "x", "<i>x</i>", "y"]) == ("x", "y")
+
+
+BAD_REFS = [b"&#55296;", b"&#xD800;", b"&#x0000dfff;", b"&#1114112;", b"&#x110000;",
+            b"&#99999999999999999999;", b"&#x" + b"f" * 5000 + b";"]
+
+
+@pytest.mark.parametrize("ref", BAD_REFS)
+def test_a_character_reference_to_no_character_costs_one_character_not_the_feed(ref: bytes) -> None:
+    # feedparser raised (UnicodeEncodeError, ValueError, OverflowError) on a
+    # reference to a surrogate or past U+10FFFF: the whole feed was lost
+    body = (b'<rss version="2.0"><channel><title>L</title><item><title>a' + ref
+            + b"b</title><guid>g</guid></item><item><title>next &#x2019;&#8217;&#128512;</title>"
+            b"</item></channel></rss>")
+    feed = parse(body, {}, URL, NOW)
+    assert [i.title for i in feed.items] == ["a\ufffdb", "next \u2019\u2019\U0001f600"]
