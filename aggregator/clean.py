@@ -66,6 +66,10 @@ _NEWLINES = re.compile(r"\n\s*\n\s*")
 # kept as the feed wrote it, so items keyed by their link keep their key)
 _URL_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TTL = re.compile(r"[0-9]+", re.ASCII)
+# what no text field keeps: controls XML 1.0 can't carry, lone surrogates, U+FFFE/FFFF
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+# a language tag as feeds write it ("en", "en-GB", "en_us")
+_LANGUAGE = re.compile(r"[a-z]{1,8}([-_][a-z0-9]{1,8})*", re.ASCII)
 
 
 # --- HTML and text ---------------------------------------------------------------------
@@ -118,7 +122,7 @@ def plain(title: Any, limit: int = MAX_TITLE_CHARS) -> str | None:
     and it ends at ``limit`` characters."""
     if not title or not isinstance(title, str):
         return None
-    text = html.unescape(nh3.clean(title[: limit * 8], tags=set()))
+    text = html.unescape(nh3.clean(_NOT_TEXT.sub("", title[: limit * 8]), tags=set()))
     text = _SPACES.sub(" ", text.replace("\n", " ")).strip()
     return text[:limit].rstrip() or None
 
@@ -140,9 +144,11 @@ def categories(terms: Iterable[Any]) -> tuple[str, ...]:
 
 
 def language(value: Any) -> str | None:
+    """A language tag, lower-cased; anything not shaped like one is none."""
     if not value or not isinstance(value, str):
         return None
-    return value.strip().lower()[:MAX_LANGUAGE_CHARS] or None
+    value = value.strip().lower()[:MAX_LANGUAGE_CHARS]
+    return value if _LANGUAGE.fullmatch(value) else None
 
 
 def identifier(value: Any) -> str | None:

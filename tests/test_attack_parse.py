@@ -158,3 +158,20 @@ def test_hostile_feeds_from_a_real_server_end_well_formed_and_inert(tmp_path: Pa
     assert not [el for el in doc.iter("script", "iframe", "svg", "math", "object", "embed")]
     assert not [(k, v) for el in doc.iter() for k, v in el.attrib.items()
                 if k.startswith("on") or "javascript:" in "".join(v.lower().split())]
+
+
+def test_text_fields_hold_no_control_characters_and_languages_are_tags() -> None:
+    # "\x01", "\x1b" and lone surrogates reached the store in titles, authors and
+    # categories, and '\x01en"><script>' as a language
+    doc = {"version": "https://jsonfeed.org/version/1.1", "language": "en\"><script>",
+           "items": [{"id": "1", "title": "a\u0001b\u001b\ud800c\ufffe", "language": "\u0001en",
+                      "authors": [{"name": "\u0000Jane\u0007"}], "tags": ["\u0001t"]},
+                     {"id": "2", "title": "two", "language": "en_US"}]}
+    feed = parse(json.dumps(doc).encode(), {}, URL, NOW)
+    one, two = feed.items
+    assert (one.title, one.author, one.categories) == ("ab\ufffdc", "Jane", ("t",))
+    assert (feed.language, one.language, two.language) == (None, None, "en_us")
+    rss = rss_item(b"<title>&#1;x&#x1b;y</title><author>&#11;A</author><category>&#1;c</category>")
+    item = parse(rss.replace(b"<rss", b"<!-- --><rss").replace(b'<?xml version="1.0"?>', b""),
+                 {}, URL, NOW).items[0]
+    assert (item.title, item.author, item.categories) == ("xy", "A", ("c",))
