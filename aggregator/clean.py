@@ -279,6 +279,19 @@ def rfc3339(value: Any, now: datetime) -> datetime | None:
     return instant(year, month, day, hour, minute, second, offset, now=now)
 
 
+# a numeric zone at the end of a date: "+0200", "-05:00"
+_ZONE = re.compile(r"[+-]([0-9]{2}):?([0-9]{2})\s*$", re.ASCII)
+
+
+def zone_valid(value: Any) -> bool:
+    """False for a zone no place has ("+9999", "+99:00"): feedparser shifts
+    the date by those 99 hours instead of refusing it."""
+    if not isinstance(value, str):
+        return True
+    m = _ZONE.search(value[-64:])
+    return not m or (int(m.group(1)) <= 23 and int(m.group(2)) <= 59)
+
+
 def iso_fields_valid(value: Any) -> bool:
     """False when a date string in ISO form names fields that don't exist
     (2026-02-30, 2026-13-45T99:99): feedparser rolls those over into a real

@@ -265,8 +265,9 @@ def _with_charset(body: bytes, headers: dict[str, str]) -> dict[str, str]:
 
 def _date(entry: Any, key: str, now: datetime) -> datetime | None:
     """feedparser's reading of a date, unless the text names fields that
-    don't exist (it rolls 2026-02-30 over to March 2)."""
-    if not clean.iso_fields_valid(dict.get(entry, key)):
+    don't exist (it rolls 2026-02-30 over to March 2) or a zone of 99 hours."""
+    text = dict.get(entry, key)
+    if not (clean.iso_fields_valid(text) and clean.zone_valid(text)):
         return None
     return clean.from_struct(dict.get(entry, f"{key}_parsed"), now)
 

@@ -175,3 +175,18 @@ def test_text_fields_hold_no_control_characters_and_languages_are_tags() -> None
     item = parse(rss.replace(b"<rss", b"<!-- --><rss").replace(b'<?xml version="1.0"?>', b""),
                  {}, URL, NOW).items[0]
     assert (item.title, item.author, item.categories) == ("xy", "A", ("c",))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Sun, 11 May 2025 12:00:00 +9999", None),
+    ("2025-05-11T12:00:00+99:00", None),
+    ("Sun, 11 May 2025 12:00:00 -2400", None),
+    ("Sun, 11 May 2025 12:00:00 +0160", None),
+    ("Sun, 11 May 2025 12:00:00 +0200", datetime(2025, 5, 11, 10, tzinfo=UTC)),
+    ("2025-05-11T12:00:00-05:30", datetime(2025, 5, 11, 17, 30, tzinfo=UTC)),
+    ("2025-05-11", datetime(2025, 5, 11, tzinfo=UTC)),
+])
+def test_a_zone_of_ninety_nine_hours_is_no_date(text: str, expected: datetime | None) -> None:
+    # feedparser read "+9999" as 99 h 99 min and moved the date four days
+    body = rss_item(b"<title>x</title><pubDate>" + text.encode() + b"</pubDate>")
+    assert parse(body, {}, URL, NOW).items[0].published == expected
