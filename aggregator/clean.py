@@ -20,6 +20,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import html
+import itertools
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
@@ -38,6 +39,9 @@ MAX_TITLE_CHARS = 1000
 MAX_AUTHOR_CHARS = 500
 MAX_CATEGORY_CHARS = 200
 MAX_CATEGORIES = 50
+#: Category terms looked at per item: a million repeats of one tag cost no
+#: more than this many.
+MAX_CATEGORY_TERMS = 4 * MAX_CATEGORIES
 MAX_LANGUAGE_CHARS = 20
 #: A guid longer than this keeps its start and a hash of the whole, so two
 #: long guids sharing a prefix stay two items.
@@ -53,7 +57,7 @@ FIRST_YEAR, LAST_YEAR = 1970, 9999
 
 _BLOCK = re.compile(
     r"</?(?:p|div|br|li|ul|ol|h[1-6]|blockquote|pre|tr|table|section|article|figure|figcaption)"
-    r"\b[^>]*>",
+    r"\b[^<>]*>",  # not [^>]*: a run of "<p<p<p..." would cost a scan to its end per "<p"
     re.IGNORECASE,
 )
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
@@ -62,6 +66,10 @@ _NEWLINES = re.compile(r"\n\s*\n\s*")
 # kept as the feed wrote it, so items keyed by their link keep their key)
 _URL_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TTL = re.compile(r"[0-9]+", re.ASCII)
+# what no text field keeps: controls XML 1.0 can't carry, lone surrogates, U+FFFE/FFFF
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+# a language tag as feeds write it ("en", "en-GB", "en_us")
+_LANGUAGE = re.compile(r"[a-z]{1,8}([-_][a-z0-9]{1,8})*", re.ASCII)
 
 
 # --- HTML and text ---------------------------------------------------------------------
@@ -114,7 +122,7 @@ def plain(title: Any, limit: int = MAX_TITLE_CHARS) -> str | None:
     and it ends at ``limit`` characters."""
     if not title or not isinstance(title, str):
         return None
-    text = html.unescape(nh3.clean(title[: limit * 8], tags=set()))
+    text = html.unescape(nh3.clean(_NOT_TEXT.sub("", title[: limit * 8]), tags=set()))
     text = _SPACES.sub(" ", text.replace("\n", " ")).strip()
     return text[:limit].rstrip() or None
 
@@ -122,7 +130,11 @@ def plain(title: Any, limit: int = MAX_TITLE_CHARS) -> str | None:
 def categories(terms: Iterable[Any]) -> tuple[str, ...]:
     """Distinct plain-text categories, in order, each and all bounded."""
     out: list[str] = []
-    for term in terms:
+    seen: set[str] = set()
+    for term in itertools.islice(terms, MAX_CATEGORY_TERMS):
+        if not isinstance(term, str) or term in seen:
+            continue
+        seen.add(term)
         text = plain(term, MAX_CATEGORY_CHARS)
         if text and text not in out:
             out.append(text)
@@ -132,9 +144,11 @@ def categories(terms: Iterable[Any]) -> tuple[str, ...]:
 
 
 def language(value: Any) -> str | None:
+    """A language tag, lower-cased; anything not shaped like one is none."""
     if not value or not isinstance(value, str):
         return None
-    return value.strip().lower()[:MAX_LANGUAGE_CHARS] or None
+    value = value.strip().lower()[:MAX_LANGUAGE_CHARS]
+    return value if _LANGUAGE.fullmatch(value) else None
 
 
 def identifier(value: Any) -> str | None:
@@ -265,6 +279,19 @@ def rfc3339(value: Any, now: datetime) -> datetime | None:
     return instant(year, month, day, hour, minute, second, offset, now=now)
 
 
+# a numeric zone at the end of a date: "+0200", "-05:00"
+_ZONE = re.compile(r"[+-]([0-9]{2}):?([0-9]{2})\s*$", re.ASCII)
+
+
+def zone_valid(value: Any) -> bool:
+    """False for a zone no place has ("+9999", "+99:00"): feedparser shifts
+    the date by those 99 hours instead of refusing it."""
+    if not isinstance(value, str):
+        return True
+    m = _ZONE.search(value[-64:])
+    return not m or (int(m.group(1)) <= 23 and int(m.group(2)) <= 59)
+
+
 def iso_fields_valid(value: Any) -> bool:
     """False when a date string in ISO form names fields that don't exist
     (2026-02-30, 2026-13-45T99:99): feedparser rolls those over into a real
@@ -275,6 +302,8 @@ def iso_fields_valid(value: Any) -> bool:
                  value, re.ASCII)
     if not m:
         return True  # not ISO: feedparser's own checks apply
+    if len(m.group(1)) > 4:
+        return False  # a year past 9999 (and no int() of 5000 digits, which raises)
     year, month, day = (int(g) for g in m.groups()[:3])
     hour, minute, second = (int(g) if g else 0 for g in m.groups()[3:])
     if not FIRST_YEAR - 1 <= year <= LAST_YEAR or hour > 23 or minute > 59 or second > 60:

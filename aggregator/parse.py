@@ -11,8 +11,8 @@ XML safety: a document whose internal DTD subset declares an external entity
 (XXE) or entities built from other entities (an expansion bomb) is refused
 with a ParseError; any other internal subset is cut out before feedparser
 sees the document, so no entity declared by a feed is ever expanded or
-resolved. UTF-16/32 documents are turned into UTF-8 first so that check
-reads them too.
+resolved. UTF-16/32 and EBCDIC documents are turned into UTF-8 first so
+that check reads them too.
 
 Charsets: a document that names no charset (no BOM, no XML declaration, none
 in Content-Type) and is not UTF-8 gets one guessed (chardet, which feedparser
@@ -51,6 +51,8 @@ _WIDE_NO_BOM = (
     (b"<\x00\x00\x00", "utf-32-le"), (b"\x00\x00\x00<", "utf-32-be"),
     (b"<\x00", "utf-16-le"), (b"\x00<", "utf-16-be"),
 )
+# "<?xm" in EBCDIC (XML 1.0 appendix F): feedparser reads such a document too
+_EBCDIC = b"\x4c\x6f\xa7\x94"
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?\?>", re.IGNORECASE)
 _DECL_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)""",
                             re.IGNORECASE)
@@ -62,11 +64,26 @@ _ENTITY = re.compile(
 _NESTED_REF = re.compile(rb"[&%](?!#|(?:amp|lt|gt|quot|apos);)[A-Za-z_:]")
 
 
+def _ebcdic_codec(body: bytes) -> str:
+    """The EBCDIC code page the declaration names, if Python has it; cp037 else."""
+    decl = _DECL_ENCODING.match(body[:512].decode("cp037", "replace").encode("utf-8"))
+    if decl:
+        try:
+            name = codecs.lookup(decl.group(1).decode("ascii")).name
+            if "<?xm".encode(name, "replace") == _EBCDIC:
+                return name
+        except LookupError:
+            pass
+    return "cp037"
+
+
 def _narrow(body: bytes) -> bytes:
-    """UTF-16/32 -> UTF-8 with a matching declaration, so byte-level checks read it."""
+    """UTF-16/32 and EBCDIC -> UTF-8 with a matching declaration, so byte-level checks read it."""
     codec = next((c for bom, c in _WIDE_BOMS if body.startswith(bom)), None)
     if codec is None:
         codec = next((c for start, c in _WIDE_NO_BOM if body.startswith(start)), None)
+    if codec is None and body.startswith(_EBCDIC):
+        codec = _ebcdic_codec(body)
     if codec is None:
         return body
     try:
@@ -169,6 +186,29 @@ def defuse(body: bytes) -> bytes:
     return body[:sub_start - 1] + b">" + body[end:]
 
 
+# --- character references ----------------------------------------------------------
+
+# numeric references of 4+ hex or 5+ decimal digits: the only ones that can
+# name a surrogate (U+D800-DFFF) or lie past U+10FFFF
+_BIG_CHARREF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{4,})|([0-9]{5,}));")
+
+
+def _charref(m: re.Match[bytes]) -> bytes:
+    hexa, dec = m.group(1), m.group(2)
+    digits = (hexa or dec).lstrip(b"0")
+    if len(digits) > 7:
+        return b"&#xFFFD;"
+    code = int(digits or b"0", 16 if hexa else 10)
+    return b"&#xFFFD;" if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF else m.group(0)
+
+
+def no_bad_charrefs(body: bytes) -> bytes:
+    """A reference to a surrogate or past U+10FFFF (``&#55296;``) made
+    feedparser raise, and one such reference lost the whole feed: it becomes
+    U+FFFD, as an HTML parser reads it."""
+    return _BIG_CHARREF.sub(_charref, body) if b"&#" in body else body
+
+
 # --- charsets ------------------------------------------------------------------------
 
 
@@ -225,8 +265,9 @@ def _with_charset(body: bytes, headers: dict[str, str]) -> dict[str, str]:
 
 def _date(entry: Any, key: str, now: datetime) -> datetime | None:
     """feedparser's reading of a date, unless the text names fields that
-    don't exist (it rolls 2026-02-30 over to March 2)."""
-    if not clean.iso_fields_valid(dict.get(entry, key)):
+    don't exist (it rolls 2026-02-30 over to March 2) or a zone of 99 hours."""
+    text = dict.get(entry, key)
+    if not (clean.iso_fields_valid(text) and clean.zone_valid(text)):
         return None
     return clean.from_struct(dict.get(entry, f"{key}_parsed"), now)
 
@@ -343,9 +384,9 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> Pars
     threat = dtd_threat(body)
     if threat:
         raise ParseError(f"refused: the document {threat}")
-    if _narrow(body) is not body:  # UTF-16/32: defuse hands back UTF-8
+    if _narrow(body) is not body:  # UTF-16/32, EBCDIC: defuse hands back UTF-8
         parsed_headers["content-type"] = "application/xml; charset=utf-8"
-    body = defuse(body)
+    body = no_bad_charrefs(defuse(body))
     parsed_headers = _with_charset(body, parsed_headers)
     # Without a base URL feedparser skips a urljoin per element (a quarter of
     # its time); a document that turns out to hold a relative URI is parsed
