@@ -11,7 +11,9 @@ The rules, in order:
    feed and its same-origin article links, never a host *name* that merely
    resolves to an internal address today (DNS rebinding), and never an odd
    spelling such as ``127.1`` or ``0x7f.1`` (those are names to the rules
-   and resolve to loopback, so they are refused like any other name).
+   and resolve to loopback, so they are refused like any other name). It is
+   reached at its own address only (a loopback one for localhost), whatever a
+   resolver says of a spelling such as ``127.0.0.1.``.
 3. Host names and networks listed in ``allow_private`` may be internal.
 4. Everything else must resolve to public addresses only, checked on the
    address actually connected to.
@@ -188,7 +190,9 @@ class Guard:
         ``trusted`` is the trusted origin of the request, when it is the origin
         being fetched."""
         name = normalize_host(host)
-        if trusted is not None and (name, port) == (trusted.host, trusted.port):
+        ips = list(ips)
+        if (trusted is not None and (name, port) == (trusted.host, trusted.port)
+                and all(_is_trusted_address(ip, trusted) for ip in ips)):
             return None
         if name in self.hosts:
             return None
@@ -200,6 +204,20 @@ class Guard:
                 return (f"{host} resolves to the internal address {ip} (a host name may "
                         "be internal only when allow_private lists it)")
         return None
+
+
+def _is_trusted_address(ip: str, trusted: Origin) -> bool:
+    """An address the trusted origin stands for: its own when it is an IP
+    address, a loopback address when it is localhost. ``127.0.0.1.`` and
+    ``localhost.`` are the trusted origin to the rules but names to the
+    resolver, so a hostile DNS may answer anything for them."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if trusted.host == "localhost":
+        return addr.is_loopback
+    return str(addr) == trusted.host
 
 
 def _looks_numeric(name: str) -> bool:

@@ -1,0 +1,152 @@
+"""Attacks on the HTTP side by a hostile feed publisher, HTTP server and DNS,
+each a regression test against real servers on 127.0.0.0/8 (a second
+loopback address, 127.0.0.2, stands in for "an internal address the trusted
+origin must not lead to"). The resolver is replaced where an attack needs a
+hostile DNS answer; a tripwire fails any test that would connect outside
+127.0.0.0/8.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpcore
+import pytest
+from hostile_servers import RawServer, answers, rss
+
+from aggregator import fetch
+from aggregator.errors import BlockedAddressError
+from aggregator.fetch import Fetcher, Limits
+from aggregator.guard import Guard, trusted_origin
+
+FEED = rss("Attacked", ("one", "http://127.0.0.1/1"))
+FAST = Limits(connect_timeout=0.5, timeout=2.0, max_bytes=256 * 1024, user_agent="t")
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = httpcore.SyncBackend.connect_tcp
+
+    def connect_tcp(self: Any, host: str, port: int, *args: Any, **kw: Any) -> Any:
+        assert host.startswith("127.") or host == "::1", f"test tried to connect to {host}"
+        return real(self, host, port, *args, **kw)
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect_tcp)
+
+
+def fake_dns(monkeypatch: pytest.MonkeyPatch, answer: Callable[[str], list[str]]) -> list[str]:
+    """fetch's resolver answers ``answer(host)``; returns the hosts asked."""
+    asked: list[str] = []
+
+    def getaddrinfo(host: str, port: int, *args: Any, **kw: Any) -> list[Any]:
+        asked.append(host)
+        return [(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                 (ip, port)) for ip in answer(host)]
+
+    monkeypatch.setattr(fetch, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+class Listener:
+    """Accepts on ``host``:``port`` and records that something connected."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(8)
+        self.sock.settimeout(0.05)
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def server() -> Iterator[RawServer]:
+    with RawServer(answers(FEED)) as s:
+        yield s
+
+
+# --- the trusted origin, spelled so that DNS answers for it -----------------------------
+
+
+@pytest.mark.parametrize(("spelling", "trusted_host", "answer"), [
+    ("127.0.0.1.", "127.0.0.1", "127.0.0.2"),  # another address, even a loopback one
+    ("LOCALHOST.", "localhost", "10.0.0.1"),
+    ("localhost", "localhost", "169.254.169.254"),
+    ("localhost", "localhost", "::ffff:169.254.169.254"),
+])
+def test_trusted_origin_spelled_as_a_name_resolves_only_to_its_own_address(
+        monkeypatch: pytest.MonkeyPatch, server: RawServer, spelling: str, trusted_host: str,
+        answer: str) -> None:
+    """Attack: the feed is at http://127.0.0.1:PORT/ (or localhost), trusted; an
+    article link names the same origin as ``127.0.0.1.:PORT`` (or
+    ``localhost.``), which the guard reads as the trusted origin but which is a
+    *name* to the resolver, and a hostile DNS answers another internal address.
+    The connection must not follow it (127.0.0.2 is listened on: a connection
+    there would be counted; the other answers would trip the tripwire)."""
+    asked = fake_dns(monkeypatch, lambda host: [answer])
+    trusted = trusted_origin(server.url(host=trusted_host))
+    with Listener("127.0.0.2", server.port) as inside, Fetcher(FAST) as fetcher:
+        with pytest.raises(BlockedAddressError, match=answer):
+            fetcher.get(server.url("/article", host=spelling), trusted=trusted)
+        time.sleep(0.1)
+        assert inside.connections == 0
+    assert asked and asked[-1] == spelling.lower()
+    assert server.requests == []
+
+
+def test_trusted_ip_origin_needs_no_dns_and_localhost_may_be_any_loopback(
+        monkeypatch: pytest.MonkeyPatch, server: RawServer) -> None:
+    """What the user chose still works: an IP origin is connected to as is, a
+    localhost origin at whatever loopback address it resolves to."""
+    asked = fake_dns(monkeypatch, lambda host: ["::1", "127.0.0.1"] if host == "localhost"
+                     else ["127.0.0.2"])
+    with Fetcher(FAST) as fetcher:
+        assert fetcher.get(server.url(), trusted=trusted_origin(server.url())).body == FEED
+        local = server.url(host="localhost")
+        assert fetcher.get(local, trusted=trusted_origin(local)).body == FEED
+        # "127.0.0.1." answered by the resolver with the address itself is the origin
+        monkeypatch.setattr(fetch, "getaddrinfo", lambda host, port, **kw: [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))])
+        dotted = server.url(host="127.0.0.1.")
+        assert fetcher.get(dotted, trusted=trusted_origin(server.url())).body == FEED
+    assert "127.0.0.1" not in asked
+    assert len(server.requests) == 3
+
+
+def test_refusal_of_a_trusted_origin_at_another_address() -> None:
+    guard = Guard()
+    ip, local = trusted_origin("http://127.0.0.1:8080/"), trusted_origin("http://localhost:8080/")
+    assert guard.refusal("127.0.0.1.", 8080, ["127.0.0.1"], ip) is None
+    assert guard.refusal("127.0.0.1.", 8080, ["127.0.0.2"], ip)
+    assert guard.refusal("127.0.0.1.", 8080, ["127.0.0.1", "10.0.0.1"], ip)  # mixed answer
+    assert guard.refusal("localhost", 8080, ["::1", "127.0.0.1", "127.0.1.1"], local) is None
+    assert guard.refusal("localhost.", 8080, ["127.0.0.1", "169.254.169.254"], local)
+    assert guard.refusal("localhost", 8080, ["::ffff:10.0.0.1"], local)
+    # a public answer is no exemption, merely allowed as for any name
+    assert guard.refusal("localhost.", 8080, ["93.184.216.34"], local) is None
