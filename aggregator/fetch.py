@@ -206,9 +206,15 @@ class GuardedBackend(httpcore.NetworkBackend):
             raise BlockedAddressError(f"refused {url[:200]}: {reason} (at connect)")
         last: Exception | None = None
         for ip in ips:
+            # each attempt gets what is left of the deadline, not a fresh connect
+            # timeout: a host that drops packets after a slow first hop must not
+            # take the exchange past its deadline
+            limit = _within_deadline(10.0 if timeout is None else timeout)
+            if limit <= 0:
+                raise httpcore.ConnectTimeout("deadline passed")
             try:
                 stream = self._inner.connect_tcp(
-                    ip, port, timeout=timeout, local_address=local_address,
+                    ip, port, timeout=limit, local_address=local_address,
                     socket_options=socket_options,
                 )
                 return _DeadlineStream(stream)
@@ -451,7 +457,9 @@ class Fetcher:
         except FetchError:
             raise
         except httpx.TimeoutException as e:
+            deadline = _deadline()
             limit = (self.limits.connect_timeout if isinstance(e, httpx.ConnectTimeout)
+                     and not (deadline is not None and time.monotonic() >= deadline)
                      else self.limits.timeout)
             raise NetworkError(f"timed out after {limit:g} s ({type(e).__name__})") from e
         except httpx.InvalidURL as e:  # not an HTTPError: it must not escape as a bug

@@ -19,7 +19,7 @@ import pytest
 from hostile_servers import RawServer, answers, rss
 
 from aggregator import fetch
-from aggregator.errors import BlockedAddressError
+from aggregator.errors import BlockedAddressError, NetworkError
 from aggregator.fetch import Fetcher, Limits
 from aggregator.guard import Guard, trusted_origin
 
@@ -150,3 +150,50 @@ def test_refusal_of_a_trusted_origin_at_another_address() -> None:
     assert guard.refusal("localhost", 8080, ["::ffff:10.0.0.1"], local)
     # a public answer is no exemption, merely allowed as for any name
     assert guard.refusal("localhost.", 8080, ["93.184.216.34"], local) is None
+
+
+# --- the deadline covers connecting --------------------------------------------------------
+
+
+class BlackHole:
+    """127.0.0.2:<port> whose accept queue is full, so further SYNs are dropped
+    and a connect hangs until its timeout (a host that drops packets)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.filler = socket.create_connection(("127.0.0.2", self.port), timeout=1)
+        probe = socket.socket()
+        probe.settimeout(0.2)
+        try:
+            with pytest.raises(TimeoutError):  # the queue is full: this is a black hole
+                probe.connect(("127.0.0.2", self.port))
+        finally:
+            probe.close()
+
+    def __enter__(self) -> BlackHole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.filler.close()
+        self.sock.close()
+
+
+def test_a_connect_that_hangs_after_a_slow_first_hop_stops_at_the_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack: the first hop answers just before the deadline with a redirect
+    to a host that drops packets. The connect must not get its whole
+    connect_timeout on top of the deadline."""
+    fake_dns(monkeypatch, lambda host: ["127.0.0.2"])
+    limits = Limits(connect_timeout=4.0, timeout=1.0, guard=Guard.parse(["127.0.0.0/8"]))
+    with BlackHole() as hole:
+        hop = answers(b"", status="302 Found", delay=0.5,
+                      headers=[("Location", f"http://dropped.test:{hole.port}/feed.xml")])
+        with RawServer(hop) as first, Fetcher(limits) as fetcher:
+            start = time.monotonic()
+            with pytest.raises(NetworkError, match="timed out after 1 s"):
+                fetcher.get(first.url(), trusted=trusted_origin(first.url()))
+            took = time.monotonic() - start
+    assert took < 3.0, took  # the deadline (1 s), not 0.5 s + the 4 s connect timeout
