@@ -176,12 +176,22 @@ class Guard:
         return cls(tuple(networks), frozenset(hosts))
 
     def allows_ip(self, ip: str) -> bool:
+        """Public, or in a listed network. An IPv6 address that carries an IPv4
+        one (IPv4-mapped, which *is* that IPv4 address on the wire; NAT64 and
+        6to4, which a gateway translates to it) is judged by its IPv4 address
+        too: ``::/0`` opens IPv6 networks, not 127.0.0.1 as ``::ffff:7f00:1``."""
         if is_public(ip):
             return True
         try:
             addr = ipaddress.ip_address(ip.split("%", 1)[0])
         except ValueError:
             return False
+        if isinstance(addr, ipaddress.IPv6Address):
+            if addr.ipv4_mapped is not None:
+                return self.allows_ip(str(addr.ipv4_mapped))
+            inner = _embedded_ipv4(addr)
+            if inner is not None and not self.allows_ip(str(inner)):
+                return False
         return any(addr in net for net in self.networks)
 
     def refusal(self, host: str, port: int, ips: Iterable[str],
@@ -204,6 +214,16 @@ class Guard:
                 return (f"{host} resolves to the internal address {ip} (a host name may "
                         "be internal only when allow_private lists it)")
         return None
+
+
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"),)
+
+
+def _embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a NAT64 (well-known prefix) or 6to4 address leads to."""
+    if any(addr in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return addr.sixtofour
 
 
 def _is_trusted_address(ip: str, trusted: Origin) -> bool:

@@ -197,3 +197,28 @@ def test_a_connect_that_hangs_after_a_slow_first_hop_stops_at_the_deadline(
                 fetcher.get(first.url(), trusted=trusted_origin(first.url()))
             took = time.monotonic() - start
     assert took < 3.0, took  # the deadline (1 s), not 0.5 s + the 4 s connect timeout
+
+
+# --- allow_private entries wider than meant ---------------------------------------------
+
+
+def test_ipv6_networks_do_not_open_ipv4_internals_by_translation() -> None:
+    """Attack: the user allows an IPv6 range (even ``::/0``); a hostile DNS
+    answers an IPv6 spelling of an IPv4 internal address: IPv4-mapped (which
+    the kernel connects to as IPv4), NAT64 or 6to4 (which a gateway translates)."""
+    wide = Guard.parse(["::/0"])
+    assert wide.allows_ip("fd00::1") and wide.allows_ip("::1") and wide.allows_ip("fe80::1")
+    for ip in ("::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:10.0.0.1",
+               "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:a00:1::1", "2002:7f00:1::"):
+        assert not wide.allows_ip(ip), ip
+        assert wide.refusal("evil.test", 80, [ip], None), ip
+    assert wide.allows_ip("64:ff9b::808:808")  # NAT64 to a public address: ::/0 opens it
+    # an IPv4-mapped address is its IPv4 address: an IPv4 entry covers it, and only that
+    v4 = Guard.parse(["10.0.0.0/8"])
+    assert v4.allows_ip("::ffff:10.1.2.3") and not v4.allows_ip("::ffff:127.0.0.1")
+    both = Guard.parse(["64:ff9b::/96", "10.0.0.0/8"])
+    assert both.allows_ip("64:ff9b::a00:1") and not both.allows_ip("64:ff9b::a9fe:a9fe")
+    for entry in ("*.corp.example", "intranet.*", "*", "0x7f.1", "127.1", "[::1]",
+                  "localhost/8"):  # no wildcards, no odd spellings
+        with pytest.raises(ValueError, match="neither a network"):
+            Guard.parse([entry])
