@@ -42,7 +42,7 @@ from aggregator.errors import (
     RedirectError,
     TooLargeError,
 )
-from aggregator.guard import Guard, Origin, origin_of
+from aggregator.guard import Guard, Origin, normalize_host, origin_of
 from aggregator.types import FetchResult
 
 FEED_ACCEPT = (
@@ -341,7 +341,10 @@ class Fetcher:
             headers={"User-Agent": limits.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
             trust_env=False,
         )
-        self._hosts: dict[str, threading.BoundedSemaphore] = {}
+        # host -> (its semaphore, requests holding or awaiting it); an entry goes
+        # when its last request ends, so a feed linking to a million hosts
+        # leaves nothing behind
+        self._hosts: dict[str, tuple[threading.BoundedSemaphore, int]] = {}
         self._hosts_lock = threading.Lock()
 
     def close(self) -> None:
@@ -355,10 +358,23 @@ class Fetcher:
 
     @contextmanager
     def _host_slot(self, host: str) -> Any:
+        """One of the host's per_host slots. The host is normalized first:
+        ``Example.org.`` and ``example.org`` are one host to be polite to."""
+        host = normalize_host(host)
         with self._hosts_lock:
-            sem = self._hosts.setdefault(host, threading.BoundedSemaphore(self.limits.per_host))
-        with sem:
-            yield
+            sem, users = self._hosts.get(host) or (
+                threading.BoundedSemaphore(self.limits.per_host), 0)
+            self._hosts[host] = (sem, users + 1)
+        try:
+            with sem:
+                yield
+        finally:
+            with self._hosts_lock:
+                sem, users = self._hosts[host]
+                if users == 1:
+                    del self._hosts[host]
+                else:
+                    self._hosts[host] = (sem, users - 1)
 
     def get(
         self,

@@ -222,3 +222,42 @@ def test_ipv6_networks_do_not_open_ipv4_internals_by_translation() -> None:
                   "localhost/8"):  # no wildcards, no odd spellings
         with pytest.raises(ValueError, match="neither a network"):
             Guard.parse([entry])
+
+
+# --- politeness per host, whatever the spelling ------------------------------------------
+
+
+def test_per_host_limit_holds_across_spellings_and_leaves_nothing_behind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack: a feed links to one victim host under several spellings
+    (``victim.test``, ``victim.test.``, ``VICTIM.TEST``) to get past per_host;
+    and to ever new hosts, each of which used to keep a semaphore forever."""
+    fake_dns(monkeypatch, lambda host: ["127.0.0.1"])
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+
+    def handler(server: RawServer, conn: socket.socket, request: bytes) -> None:
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        try:
+            server.wait(0.3)
+        finally:
+            with lock:
+                state["now"] -= 1
+        answers(FEED)(server, conn, request)
+
+    limits = Limits(connect_timeout=0.5, timeout=5.0, per_host=1,
+                    guard=Guard.parse(["127.0.0.0/8"]))
+    with RawServer(handler) as server, Fetcher(limits) as fetcher:
+        urls = [server.url(host=h) for h in ("victim.test", "victim.test.", "VICTIM.TEST")]
+        results: list[object] = []
+        threads = [threading.Thread(target=lambda u=u: results.append(fetcher.get(u).status))
+                   for u in urls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert results == [200, 200, 200]
+        assert state["peak"] == 1
+        assert fetcher._hosts == {}  # no slot outlives its requests
