@@ -261,3 +261,82 @@ def test_per_host_limit_holds_across_spellings_and_leaves_nothing_behind(
         assert results == [200, 200, 200]
         assert state["peak"] == 1
         assert fetcher._hosts == {}  # no slot outlives its requests
+
+
+# --- held: the guard and httpx read one origin --------------------------------------------
+
+TRICKY_URLS = [
+    "http://evil.test\\@127.0.0.1:8080/", "http://127.0.0.1:8080\\@evil.test/",
+    "http://a@127.0.0.1:8080@evil.test/", "http://127.0.0.1:8080#@evil.test/",
+    "http://evil.test#@127.0.0.1:8080/", "http://evil.test?@127.0.0.1:8080/",
+    "http://127.0.0.1:8080;@evil.test/", "http://evil.test:80@127.0.0.1:8080/",
+    "http://evil.test@@127.0.0.1:8080/", "http://[::1]:8080@evil.test/",
+    "http://127.0.0.1\u3002:8080/", "http://127.0.0.1\uff0e:8080/", "http://127.0.0.1.:8080/",
+    "http://%31%32%37.0.0.1:8080/", "http://127.0.0.1%00.evil.test/", "http://LOCALHOST.:8080/",
+    "http://127.0.0.1:+8080/", "http://127.0.0.1:\uff18\uff10\uff18\uff10/",
+    "http://127.0.0.1: 8080/",
+    "http://127.0.0.1:08080/", "http://evil.test\t.x/", "http://127.0.0.1\t:8080/",
+    " http://127.0.0.1:8080/", "http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54:8080/",
+]
+
+
+@pytest.mark.parametrize("url", TRICKY_URLS)
+def test_guard_and_client_agree_on_the_origin_of_a_tricky_url(url: str) -> None:
+    """A pooled connection is reused by httpcore for the origin *httpx* reads,
+    and only the guard's pre-check (its own reading) runs then: a URL the
+    guard reads as one host and httpx as 127.0.0.1 or localhost would reuse a
+    trusted keep-alive connection unchecked. Either the two agree, or one of
+    them refuses the URL, or httpx's host is a name the guard resolves (and
+    the pool key differs from every IP address and localhost)."""
+    import httpx
+
+    from aggregator.guard import normalize_host, origin_of
+
+    try:
+        ours = origin_of(url)
+    except ValueError:
+        return  # refused by the guard: never sent
+    try:
+        theirs = httpx.URL(url)
+        host = theirs.raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError):
+        return  # refused by the client: never sent
+    if host in ("localhost", "127.0.0.1") or host.startswith("::"):  # an exact pool key
+        assert (ours.host, ours.port) == (normalize_host(host), theirs.port or 80), url
+
+
+# --- held: protocol abuse stops at h11's limits or at the deadline ---------------------------
+
+STATUS = b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
+
+
+def floods(prefix: bytes, unit: bytes) -> Any:
+    def handler(server: RawServer, conn: socket.socket, _: bytes) -> None:
+        conn.sendall(prefix)
+        while not server.stopping.is_set():
+            conn.sendall(unit)
+
+    return handler
+
+
+@pytest.mark.parametrize(("prefix", "unit", "error"), [
+    (STATUS, b"X-A: b\r\n" * 1000, "Receive buffer too long"),  # header flood
+    (STATUS + b"X-A: ", b"a" * 65536, "Receive buffer too long"),  # one endless header
+    (b"HTTP/1.1 200 ", b"a" * 65536, "Receive buffer too long"),  # endless status line
+    (STATUS + b"Transfer-Encoding: chunked\r\n\r\n", b"0" * 65536, "Receive buffer too long"),
+    (STATUS + b"Transfer-Encoding: chunked\r\n\r\n1;", b"a" * 65536, "Receive buffer too long"),
+    (STATUS + b"Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n", b"X-T: a\r\n" * 1000,
+     "Receive buffer too long"),  # trailer flood
+    (STATUS + b"Transfer-Encoding: gzip, chunked\r\n\r\n", b"", "Transfer-Encoding: chunked"),
+    (b"", b"HTTP/1.1 100 Continue\r\n\r\n" * 2000, "timed out after 1 s"),  # 1xx forever
+    # one byte of body per 8 KB of chunk extension: 80 GB for a 10 MB body
+    (STATUS + b"Transfer-Encoding: chunked\r\n\r\n", b"1;" + b"a" * 8000 + b"\r\nx\r\n",
+     "timed out after 1 s"),
+])
+def test_protocol_floods_end_in_a_network_error(prefix: bytes, unit: bytes, error: str) -> None:
+    limits = Limits(connect_timeout=0.5, timeout=1.0)
+    with RawServer(floods(prefix, unit)) as server, Fetcher(limits) as fetcher:
+        start = time.monotonic()
+        with pytest.raises(NetworkError, match=error):
+            fetcher.get(server.url(), trusted=trusted_origin(server.url()))
+        assert time.monotonic() - start < 5.0
