@@ -11,7 +11,9 @@ The rules, in order:
    feed and its same-origin article links, never a host *name* that merely
    resolves to an internal address today (DNS rebinding), and never an odd
    spelling such as ``127.1`` or ``0x7f.1`` (those are names to the rules
-   and resolve to loopback, so they are refused like any other name).
+   and resolve to loopback, so they are refused like any other name). It is
+   reached at its own address only (a loopback one for localhost), whatever a
+   resolver says of a spelling such as ``127.0.0.1.``.
 3. Host names and networks listed in ``allow_private`` may be internal.
 4. Everything else must resolve to public addresses only, checked on the
    address actually connected to.
@@ -174,12 +176,22 @@ class Guard:
         return cls(tuple(networks), frozenset(hosts))
 
     def allows_ip(self, ip: str) -> bool:
+        """Public, or in a listed network. An IPv6 address that carries an IPv4
+        one (IPv4-mapped, which *is* that IPv4 address on the wire; NAT64 and
+        6to4, which a gateway translates to it) is judged by its IPv4 address
+        too: ``::/0`` opens IPv6 networks, not 127.0.0.1 as ``::ffff:7f00:1``."""
         if is_public(ip):
             return True
         try:
             addr = ipaddress.ip_address(ip.split("%", 1)[0])
         except ValueError:
             return False
+        if isinstance(addr, ipaddress.IPv6Address):
+            if addr.ipv4_mapped is not None:
+                return self.allows_ip(str(addr.ipv4_mapped))
+            inner = _embedded_ipv4(addr)
+            if inner is not None and not self.allows_ip(str(inner)):
+                return False
         return any(addr in net for net in self.networks)
 
     def refusal(self, host: str, port: int, ips: Iterable[str],
@@ -188,7 +200,9 @@ class Guard:
         ``trusted`` is the trusted origin of the request, when it is the origin
         being fetched."""
         name = normalize_host(host)
-        if trusted is not None and (name, port) == (trusted.host, trusted.port):
+        ips = list(ips)
+        if (trusted is not None and (name, port) == (trusted.host, trusted.port)
+                and all(_is_trusted_address(ip, trusted) for ip in ips)):
             return None
         if name in self.hosts:
             return None
@@ -200,6 +214,30 @@ class Guard:
                 return (f"{host} resolves to the internal address {ip} (a host name may "
                         "be internal only when allow_private lists it)")
         return None
+
+
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"),)
+
+
+def _embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a NAT64 (well-known prefix) or 6to4 address leads to."""
+    if any(addr in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return addr.sixtofour
+
+
+def _is_trusted_address(ip: str, trusted: Origin) -> bool:
+    """An address the trusted origin stands for: its own when it is an IP
+    address, a loopback address when it is localhost. ``127.0.0.1.`` and
+    ``localhost.`` are the trusted origin to the rules but names to the
+    resolver, so a hostile DNS may answer anything for them."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if trusted.host == "localhost":
+        return addr.is_loopback
+    return str(addr) == trusted.host
 
 
 def _looks_numeric(name: str) -> bool:

@@ -211,3 +211,21 @@ def test_compression_bombs_stay_under_64_mb(kind: str, error: str) -> None:
     assert report["outcome"].startswith(error), report
     assert report["rss_delta_kb"] < 64 * 1024, report
     assert report["traced_delta_kb"] < 64 * 1024, report
+
+
+def test_many_concatenated_gzip_members_are_refused() -> None:
+    """Attack: 10 MB of empty 20-byte gzip members, half a million of them, cost
+    2.3 s of CPU (one decompressor each) where 10 MB of gzip costs 0.05 s. A
+    few members decode; past MAX_MEMBERS the body is refused."""
+    from aggregator.fetch import MAX_MEMBERS
+
+    size = -(-len(FEED) // MAX_MEMBERS)
+    pieces = [FEED[i:i + size] for i in range(0, len(FEED), size)]
+    assert len(pieces) <= MAX_MEMBERS
+    few = b"".join(map(gzip.compress, pieces))
+    assert decode(few, "gzip", step=4096) == FEED
+    empty = gzip.compress(b"", mtime=0)
+    with pytest.raises(DecodingError, match=f"more than {MAX_MEMBERS} concatenated gzip"):
+        decode(empty * (MAX_MEMBERS + 1), "gzip")
+    with pytest.raises(DecodingError, match="concatenated gzip"):
+        decode(empty * 500_000, "gzip", step=65536)
