@@ -41,6 +41,9 @@ _BLOCK = re.compile(
     re.IGNORECASE,
 )
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
+# C0 controls but the spaces _SPACES folds, DEL, C1: never text ("&#27;[2J" in a title would
+# clear the terminal of whoever lists the items)
+_CONTROLS = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 _NEWLINES = re.compile(r"\n\s*\n\s*")
 
 
@@ -235,7 +238,8 @@ def sanitize(fragment: str | None) -> str | None:
         url_schemes=ALLOWED_SCHEMES,
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
-    ).strip()
+    )
+    cleaned = _CONTROLS.sub("", cleaned).strip()
     return cleaned or None
 
 
@@ -246,6 +250,7 @@ def to_text(fragment: str | None) -> str | None:
     marked = _BLOCK.sub("\n\n", fragment)
     text = html.unescape(nh3.clean(marked, tags=set(), strip_comments=True))
     text = html.unescape(text) if "&" in text else text
+    text = _CONTROLS.sub("", text)
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     text = _NEWLINES.sub("\n\n", "\n".join(lines)).strip()
     return text or None
@@ -255,7 +260,7 @@ def plain(title: str | None) -> str | None:
     """A title is text: markup goes, entities are decoded, whitespace folds."""
     if not title:
         return None
-    text = html.unescape(nh3.clean(title, tags=set()))
+    text = _CONTROLS.sub("", html.unescape(nh3.clean(title, tags=set())))
     text = _SPACES.sub(" ", text.replace("\n", " ")).strip()
     return text or None
 

@@ -356,3 +356,31 @@ def test_publish_writes_well_formed_inert_files(es: list[Entry], subs: list[Subs
         doc = json.loads((out / "feed.json").read_text(encoding="utf-8"))
         ids = [i["id"] for i in doc["items"]]
         assert len(ids) == len(set(ids))
+
+
+# ----------------------------------------------------------------------------- regressions
+
+
+def rss(channel: str, item: str = "<item><title>Story</title><link>http://a.example/1</link>"
+        "</item>") -> bytes:  # fmt: skip
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>{channel}'
+            f"{item}</channel></rss>").encode("utf-8")  # fmt: skip
+
+
+def test_control_characters_never_reach_titles_or_text() -> None:
+    """Found by the W3C case rss20/data-types-characterdata/amp-hex-name.xml (``&#26;`` in a
+    title) and by a mutation putting a raw \\x01 before a title: a terminal escape in a title
+    would reach whoever lists the items."""
+    body = rss("<title>\x01Clear&#27;[2J screen&#127;</title>",
+               "<item><title>Bell&#7;&#x1b;]0;owned&#7; tab\x0bhere</title>"
+               "<author>Ann\x08 Lee</author><category>c&#x1f;at</category>"
+               "<link>http://a.example/1</link>"
+               "<description>&lt;p&gt;One\x1b[31m red word&lt;/p&gt;</description></item>")
+    feed = parse(body, {}, URL, NOW)
+    assert feed.title == "Clear[2J screen"
+    (item,) = feed.items
+    assert item.title == "Bell]0;owned tab here"
+    assert item.author == "Ann Lee"
+    assert item.categories == ("cat",)
+    assert item.content_text == "One[31m red word"
+    assert not feed_problems(feed, NOW)
