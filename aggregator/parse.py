@@ -32,6 +32,7 @@ from aggregator.types import ParsedFeed, ParsedItem
 
 ALLOWED_SCHEMES = {"http", "https", "mailto"}
 FUTURE_SLACK = timedelta(days=1)
+MAX_TTL_MINUTES = 3650 * 24 * 60  # ten years, the longest delay decide.py knows
 # bozo reasons that say nothing about the feed's health
 _HARMLESS = (feedparser.NonXMLContentType, feedparser.CharacterEncodingOverride)
 
@@ -427,6 +428,8 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> Pars
         ttl = int(str(feed.get("ttl", "")).strip() or 0) or None
     except ValueError:
         ttl = None
+    if ttl is not None and not 0 < ttl <= MAX_TTL_MINUTES:
+        ttl = None  # "-1" or twenty digits: no advice (and no INTEGER overflow in SQLite)
     warning = None
     exc = d.get("bozo_exception")
     if d.get("bozo") and not isinstance(exc, _HARMLESS):

@@ -384,3 +384,14 @@ def test_control_characters_never_reach_titles_or_text() -> None:
     assert item.categories == ("cat",)
     assert item.content_text == "One[31m red word"
     assert not feed_problems(feed, NOW)
+
+
+@pytest.mark.parametrize("ttl", ["-1", "0", "99999999999999999999999", "9" * 5000, "5256001"])
+def test_a_ttl_out_of_range_is_no_ttl(ttl: str) -> None:
+    """Found by the W3C case rss20/element-channel-ttl/invalid_ttl_negative.xml (ttl -1) and a
+    mutation putting twenty-odd nines in <ttl>: the number went to SQLite (OverflowError on
+    an INTEGER column) and to next_poll (OverflowError in timedelta)."""
+    feed = parse(rss(f"<title>T</title><ttl>{ttl}</ttl>"), {}, URL, NOW)
+    assert feed.ttl_minutes is None
+    assert parse(rss("<title>T</title><ttl> 60 </ttl>"), {}, URL, NOW).ttl_minutes == 60
+    assert parse(rss(f"<ttl>{MAX_TTL_MINUTES}</ttl>"), {}, URL, NOW).ttl_minutes == MAX_TTL_MINUTES
