@@ -145,6 +145,24 @@ def _doctype(body: bytes) -> tuple[int, int, int, int] | None:
     raise ParseError("not a feed: unterminated DOCTYPE declaration")
 
 
+# a numeric character reference long enough to name a surrogate or pass U+10FFFF
+_BIG_CHARREF = re.compile(rb"&#(?:[xX]0*([0-9a-fA-F]{4,})|0*([0-9]{5,}));")
+
+
+def _no_char(m: re.Match[bytes]) -> bytes:
+    hex_digits, digits = m.group(1), m.group(2)
+    if len(hex_digits or b"") > 6 or len(digits or b"") > 7:
+        return b"&#xFFFD;"
+    n = int(hex_digits, 16) if hex_digits else int(digits)
+    return b"&#xFFFD;" if 0xD800 <= n <= 0xDFFF or n > 0x10FFFF else m.group(0)
+
+
+def fix_charrefs(body: bytes) -> bytes:
+    """"&#xD800;" or "&#x110000;" -> U+FFFD: feedparser's loose parser raises on a
+    reference to no character, which made a whole feed unreadable for one of them."""
+    return _BIG_CHARREF.sub(_no_char, body) if b"&#" in body else body
+
+
 def dtd_threat(body: bytes) -> str | None:
     """Why the document's DTD is an attack, or None. External general entities
     (file:///etc/passwd, an intranet URL) and entities made of other entities
@@ -379,7 +397,7 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> Pars
         raise ParseError(f"refused: the document {threat}")
     if _narrow(body) is not body:  # UTF-16/32: defuse hands back UTF-8
         parsed_headers["content-type"] = "application/xml; charset=utf-8"
-    body = defuse(body)
+    body = fix_charrefs(defuse(body))
     parsed_headers = _with_charset(body, parsed_headers)
     # Without a base URL feedparser skips a urljoin per element (a quarter of
     # its time); a document that turns out to hold a relative URI is parsed

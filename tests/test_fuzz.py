@@ -395,3 +395,20 @@ def test_a_ttl_out_of_range_is_no_ttl(ttl: str) -> None:
     assert feed.ttl_minutes is None
     assert parse(rss("<title>T</title><ttl> 60 </ttl>"), {}, URL, NOW).ttl_minutes == 60
     assert parse(rss(f"<ttl>{MAX_TTL_MINUTES}</ttl>"), {}, URL, NOW).ttl_minutes == MAX_TTL_MINUTES
+
+
+@pytest.mark.parametrize("ref", ["&#xd800;", "&#55296;", "&#x0000DFFF;", "&#x110000;",
+                                 "&#1114112;", "&#99999999999999999999;", "&#x" + "f" * 5000 + ";"])
+def test_a_reference_to_no_character_costs_one_character_not_the_feed(ref: str) -> None:
+    """Found by a mutation inserting "&#xd800;" into feed-good.xml: feedparser's loose parser
+    raised (UnicodeEncodeError; ValueError for "&#x110000;"), so one bad reference made the
+    whole feed a ParseError."""
+    feed = parse(rss("<title>T</title>", f"<item><title>a{ref}b</title>"
+                     f"<description>x{ref}y &amp;#xd800;</description></item>"), {}, URL, NOW)
+    (item,) = feed.items
+    assert item.title == "a\ufffdb"
+    assert item.content_text is not None and item.content_text.startswith("x\ufffdy")
+    assert not feed_problems(feed, NOW)
+    # references to real characters are left alone
+    ok = parse(rss("<title>&#x10FFFF;&#xD7FF;&#57344;&#1114111;&#20013;</title>"), {}, URL, NOW)
+    assert ok.title == "\U0010ffff\ud7ff\ue000\U0010ffff\u4e2d"
