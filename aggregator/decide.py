@@ -79,7 +79,10 @@ _LONGEST = timedelta(days=3650)
 
 
 def _seconds(digits: str) -> timedelta:
-    return min(timedelta(seconds=min(int(digits), 10**10)), _LONGEST)
+    # int() refuses a string of over 4300 digits; eleven already pass _LONGEST
+    digits = digits.lstrip("0") or "0"
+    seconds = int(digits) if len(digits) <= 11 else 10**10
+    return min(timedelta(seconds=min(seconds, 10**10)), _LONGEST)
 
 
 @dataclass(frozen=True)

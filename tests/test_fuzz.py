@@ -412,3 +412,21 @@ def test_a_reference_to_no_character_costs_one_character_not_the_feed(ref: str) 
     # references to real characters are left alone
     ok = parse(rss("<title>&#x10FFFF;&#xD7FF;&#57344;&#1114111;&#20013;</title>"), {}, URL, NOW)
     assert ok.title == "\U0010ffff\ud7ff\ue000\U0010ffff\u4e2d"
+
+
+@pytest.mark.parametrize("headers", [
+    {"cache-control": "max-age=" + "9" * 5000}, {"cache-control": "max-age=" + "0" * 4999 + "7"},
+    {"retry-after": "9" * 5000},
+])  # fmt: skip
+def test_a_header_number_of_thousands_of_digits_is_a_long_delay(headers: dict[str, str]) -> None:
+    """Found by hypothesis on next_poll's headers: "Cache-Control: max-age=" with 5000 nines
+    raised ValueError (int() refuses over 4300 digits) and the poll of that feed crashed."""
+    policy = PollPolicy(timedelta(minutes=30), timedelta(minutes=5), timedelta(days=1), 0.0)
+    when = next_poll(NOW, policy, headers=headers)
+    if "retry-after" in headers:
+        assert when == NOW + timedelta(days=7)  # a server's wish wins over our maximum
+    elif headers["cache-control"].endswith("7"):
+        assert when == NOW + timedelta(minutes=30)  # 7 seconds, written with 4999 zeros
+    else:
+        assert when == NOW + timedelta(days=1)
+    assert decide.max_age("max-age=" + "9" * 5000) == timedelta(days=3650)
