@@ -158,7 +158,7 @@ def next_poll(
         delay = policy.interval * (2 ** min(error_count - 1, 16))
     candidates = [delay]
     if ttl_minutes and ttl_minutes > 0:
-        candidates.append(timedelta(minutes=ttl_minutes))
+        candidates.append(min(timedelta(minutes=min(ttl_minutes, 10**9)), _LONGEST))
     age = max_age(headers.get("cache-control"))
     if age is not None:
         candidates.append(age)

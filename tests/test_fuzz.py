@@ -430,3 +430,14 @@ def test_a_header_number_of_thousands_of_digits_is_a_long_delay(headers: dict[st
     else:
         assert when == NOW + timedelta(days=1)
     assert decide.max_age("max-age=" + "9" * 5000) == timedelta(days=3650)
+
+
+def test_a_huge_ttl_is_the_longest_delay() -> None:
+    """Found by hypothesis on next_poll: ttl_minutes=1_440_000_000_000 (a <ttl> stored before
+    parse refused such numbers, or any caller's) raised OverflowError in timedelta."""
+    policy = PollPolicy(timedelta(minutes=30), timedelta(minutes=5), timedelta(days=2), 0.5)
+    for ttl in (1_440_000_000_000, 10**30):
+        assert next_poll(NOW, policy, ttl_minutes=ttl, random_fraction=0.5) == NOW + timedelta(
+            days=2, hours=12
+        )
+    assert next_poll(NOW, policy, ttl_minutes=120) == NOW + timedelta(hours=2)
