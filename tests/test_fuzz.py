@@ -34,7 +34,7 @@ from aggregator import decide
 from aggregator.decide import PollPolicy, assign_keys, content_hash, item_key, next_poll
 from aggregator.errors import AggregatorError, ParseError
 from aggregator.parse import parse
-from aggregator.publish import publish
+from aggregator.publish import entry_id, publish
 from aggregator.types import Entry, ParsedFeed, ParsedItem, Subscription
 from bench.fuzz import (
     CORPUS_ENV,
@@ -297,8 +297,9 @@ def test_assign_keys_gives_each_story_one_unique_key(items: list[ParsedItem]) ->
     assert all(isinstance(k, str) and k for k in keys)
     assert len(keys) == len(set(keys))
     assert all(any(i is item for item in items) for _, i in out)
-    stories = {(item_key(i), i.url, i.title) for i in items}
-    assert {(item_key(i), i.url, i.title) for _, i in out} == stories
+    # a story is its key, link and title (an empty title is no title: parse never gives "")
+    stories = {(item_key(i), i.url or None, i.title or None) for i in items}
+    assert {(item_key(i), i.url or None, i.title or None) for _, i in out} == stories
     assert assign_keys(list(reversed(items))) is not None  # any order is fine too
     for _, item in out:
         h = content_hash(item)
@@ -441,3 +442,25 @@ def test_a_huge_ttl_is_the_longest_delay() -> None:
             days=2, hours=12
         )
     assert next_poll(NOW, policy, ttl_minutes=120) == NOW + timedelta(hours=2)
+
+
+def test_an_entry_key_with_a_lone_surrogate_publishes() -> None:
+    """Found by hypothesis on publish: an Entry whose key (or feed URL) held "\\ud800" made
+    uuid5 raise UnicodeEncodeError, so no file was written for anyone."""
+    import tempfile
+
+    entry = Entry(item_id=1, key="guid-\ud800", feed_url="http://127.0.0.1/f\udfff.xml",
+                  feed_title="F\ud800", feed_site_url=None, category=None, title="T\ud800itle",
+                  url="http://127.0.0.1/a", author=None, published=NOW, updated=None,
+                  first_seen=NOW, language=None)  # fmt: skip
+    plain = Entry(**{**entry.__dict__, "key": "guid-1", "feed_url": "http://127.0.0.1/f.xml"})
+    # ids of valid text are what they were before the fix (readers would show repeats)
+    assert entry_id(plain) == "urn:uuid:7e842b09-46e3-5815-bd33-3254554759bf"
+    other = Entry(**{**plain.__dict__, "key": "gu\u00efd-\u4e2d"})
+    assert entry_id(other) == "urn:uuid:42c9360b-ae40-5f87-abc8-4b9767f0455e"
+    assert entry_id(entry) != entry_id(plain)
+    with tempfile.TemporaryDirectory() as tmp:
+        publish([entry, plain], Path(tmp), now=NOW)
+        assert not output_problems(Path(tmp))
+        items = json.loads((Path(tmp) / "feed.json").read_text(encoding="utf-8"))["items"]
+        assert [i["title"] for i in items] == ["Title", "Title"]
