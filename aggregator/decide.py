@@ -109,7 +109,7 @@ def http_date(value: str | None) -> datetime | None:
         return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # year 3000000000: Overflow
         return None
     if when.tzinfo is None:  # "-0000": the sender's zone is unknown; UTC is the usual meaning
         when = when.replace(tzinfo=UTC)

@@ -464,3 +464,14 @@ def test_an_entry_key_with_a_lone_surrogate_publishes() -> None:
         assert not output_problems(Path(tmp))
         items = json.loads((Path(tmp) / "feed.json").read_text(encoding="utf-8"))["items"]
         assert [i["title"] for i in items] == ["Title", "Title"]
+
+
+@pytest.mark.parametrize("name", ["expires", "retry-after", "date"])
+def test_an_http_date_in_year_three_billion_is_no_date(name: str) -> None:
+    """Found by hypothesis on the header rules: "Sun, 06 Nov 3000000000 08:49:37 GMT" made
+    parsedate_to_datetime raise OverflowError (not ValueError), crashing next_poll."""
+    far = "Sun, 06 Nov 3000000000 08:49:37 GMT"
+    assert decide.http_date(far) is None
+    policy = PollPolicy(timedelta(minutes=30), timedelta(minutes=5), timedelta(days=1), 0.0)
+    headers = {"expires": "Sun, 06 Nov 1994 08:49:37 GMT", name: far}
+    assert next_poll(NOW, policy, headers=headers) == NOW + timedelta(minutes=30)
