@@ -258,7 +258,7 @@ def sanitize(fragment: str | None) -> str | None:
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
     )
-    cleaned = _CONTROLS.sub("", cleaned).strip()
+    cleaned = _CONTROLS.sub("", cleaned.replace("\x0b", " ").replace("\x0c", " ")).strip()
     return cleaned or None
 
 
