@@ -193,7 +193,8 @@ def feed_problems(feed: ParsedFeed, now: datetime, *,
                                   script_ok=ok)  # fmt: skip
         for cat in item.categories:
             out += _text_problems(f"{where} category", cat, one_line=True, script_ok=ok)
-        out += _text_problems(f"{where} guid", item.guid, one_line=False)
+        if item.guid is not None and not isinstance(item.guid, str):  # identity only:
+            out.append(f"{where} guid is a {type(item.guid).__name__}")  # kept as written
         out += _text_problems(f"{where} content_text", item.content_text, one_line=False)
         out += _text_problems(f"{where} content", item.content, one_line=False)
         out += _url_problems(f"{where} url", item.url)

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregator import decide
@@ -107,6 +107,35 @@ def test_corpus_feeds_publish_well_formed_inert_files(corpus_run) -> None:  # ty
     assert published > 300
     if failures:
         pytest.fail(f"{len(failures)} failures:\n" + "\n".join(failures))
+
+
+def test_the_checks_catch_what_they_look_for(tmp_path: Path) -> None:
+    """The corpus and property tests pass only if these checks can fail."""
+    for bad in ('<p onclick="x()">a</p>', '<a href=" javascript:alert(1)">x</a>',
+                "<SCRIPT>x</SCRIPT>", '<img src="data:text/html,x">', "<iframe></iframe>",
+                '<p style="background:url(javascript:x)">a</p>'):  # fmt: skip
+        assert active_content(bad), bad
+    assert not active_content('<p>a <a href="https://a.example/">b</a> &lt;script&gt;</p>')
+    assert active_content("<p><b>x</b></p>", allowed_tags=frozenset({"p"}))
+    item = ParsedItem(guid=None, url="ftp://a.example/", title="a\x1b[2J", author="<script>",
+                      published=datetime(1969, 12, 31, tzinfo=UTC),
+                      updated=NOW + timedelta(days=2), content='<a href="javascript:x">x</a>',
+                      content_text="\ud800", categories=("a\nb",))  # fmt: skip
+    feed = ParsedFeed(title="x\x00", site_url="javascript:x", language="x" * 21,
+                      ttl_minutes=-1, items=(item,))  # fmt: skip
+    problems = feed_problems(feed, NOW)
+    for word in ("feed title", "site_url", "language", "ttl", "item 0 url", "item 0 title",
+                 "item 0 author", "published", "updated", "content:", "surrogate",
+                 "item 0 category"):  # fmt: skip
+        assert any(word in p for p in problems), (word, problems)
+    assert len(problems) == 12
+    (tmp_path / "rss.xml").write_bytes(b"<rss><channel></rss>")
+    (tmp_path / "feed.json").write_bytes(b'{"items": [')
+    (tmp_path / "index.html").write_bytes(b"<!DOCTYPE html><p onmouseover=x>hi</p>")
+    found = output_problems(tmp_path)
+    assert [p.split(":")[0] for p in found] == [
+        "feed.json", "index.html", "index.html", "index.html", "rss.xml"]
+    assert MAX_TTL_MINUTES == 3650 * 24 * 60
 
 
 # ----------------------------------------------------------------------------- parse
@@ -371,7 +400,7 @@ def test_publish_writes_well_formed_inert_files(es: list[Entry], subs: list[Subs
 def rss(channel: str, item: str = "<item><title>Story</title><link>http://a.example/1</link>"
         "</item>") -> bytes:  # fmt: skip
     return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>{channel}'
-            f"{item}</channel></rss>").encode("utf-8")  # fmt: skip
+            f"{item}</channel></rss>").encode()  # fmt: skip
 
 
 def test_control_characters_never_reach_titles_or_text() -> None:
