@@ -218,8 +218,14 @@ class CorpusRun:
     refused: int = 0  # ParseError
     crashed: int = 0  # any other exception
     errors_by_type: Counter[str] = field(default_factory=Counter)
+    errors_by_message: Counter[str] = field(default_factory=Counter)  # positions left out
+    outcomes_by_folder: Counter[tuple[str, str]] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)  # "path [headers]: problem"
     feeds: list[tuple[Path, ParsedFeed]] = field(default_factory=list)  # first parse per file
+
+
+def _folder(label: str) -> str:
+    return "/".join(Path(label).parts[:2])
 
 
 def parse_one(path: Path, body: bytes, headers: dict[str, str], now: datetime,
@@ -231,12 +237,16 @@ def parse_one(path: Path, body: bytes, headers: dict[str, str], now: datetime,
     except ParseError as e:
         run.refused += 1
         run.errors_by_type[(str(e).split() or ["(empty)"])[0].rstrip(":")] += 1
+        message = re.sub(r"<unknown>:\d+:\d+: ", "", str(e))
+        run.errors_by_message[re.sub(r"\d+", "N", message)[:80]] += 1
+        run.outcomes_by_folder[(_folder(label), "ParseError")] += 1
         return None
     except Exception as e:  # the bug this run looks for
         run.crashed += 1
         run.failures.append(f"{where}: {type(e).__name__}: {e}")
         return None
     run.parsed += 1
+    run.outcomes_by_folder[(_folder(label), "ParsedFeed")] += 1
     run.failures += [f"{where}: {p}" for p in feed_problems(feed, now)]
     return feed
 
@@ -374,6 +384,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   ("publish time, s", f"{t_publish:.1f}")]))  # fmt: skip
     print("ParseError by type (first word):")
     print(_table(run.errors_by_type.most_common()) if run.errors_by_type else "  none")
+    print("ParseError by message (numbers as N, top 15):")
+    print(_table(run.errors_by_message.most_common(15)) if run.errors_by_message else "  none")
+    print("parse calls by folder: ParsedFeed / ParseError")
+    folders2 = sorted({f for f, _ in run.outcomes_by_folder})
+    print(_table((f, f"{run.outcomes_by_folder[(f, 'ParsedFeed')]:>5} / "
+                     f"{run.outcomes_by_folder[(f, 'ParseError')]:>5}") for f in folders2))
     for line in [*run.failures, *pub_failures][:200]:
         print("FAIL", line)
     return 1 if run.failures or pub_failures else 0
