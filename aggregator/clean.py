@@ -66,8 +66,14 @@ _NEWLINES = re.compile(r"\n\s*\n\s*")
 # kept as the feed wrote it, so items keyed by their link keep their key)
 _URL_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TTL = re.compile(r"[0-9]+", re.ASCII)
-# what no text field keeps: controls XML 1.0 can't carry, lone surrogates, U+FFFE/FFFF
-_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+# what no text field keeps: controls XML 1.0 can't carry, DEL and C1 (a terminal
+# escape in a title reaches whoever lists the items), lone surrogates, U+FFFE/FFFF
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def _text_only(text: str) -> str:
+    """Vertical tab and form feed are spaces; other controls go."""
+    return _NOT_TEXT.sub("", text.replace("\x0b", " ").replace("\x0c", " "))
 # a language tag as feeds write it ("en", "en-GB", "en_us")
 _LANGUAGE = re.compile(r"[a-z]{1,8}([-_][a-z0-9]{1,8})*", re.ASCII)
 
@@ -92,7 +98,7 @@ def sanitize(fragment: str | None, base: str | None = None) -> str | None:
             cleaned = None
     if cleaned is None:
         cleaned = nh3.clean(fragment, **options)
-    return cleaned.strip() or None
+    return _text_only(cleaned).strip() or None
 
 
 def to_text(fragment: str | None) -> str | None:
@@ -101,7 +107,7 @@ def to_text(fragment: str | None) -> str | None:
         return None
     marked = _BLOCK.sub("\n\n", fragment)
     text = html.unescape(nh3.clean(marked, tags=set(), strip_comments=True))
-    text = html.unescape(text) if "&" in text else text
+    text = _text_only(html.unescape(text) if "&" in text else text)
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     text = _NEWLINES.sub("\n\n", "\n".join(lines)).strip()
     return text or None
@@ -123,6 +129,7 @@ def plain(title: Any, limit: int = MAX_TITLE_CHARS) -> str | None:
     if not title or not isinstance(title, str):
         return None
     text = html.unescape(nh3.clean(_NOT_TEXT.sub("", title[: limit * 8]), tags=set()))
+    text = _text_only(text)  # what the entities decoded to
     text = _SPACES.sub(" ", text.replace("\n", " ")).strip()
     return text[:limit].rstrip() or None
 

@@ -78,6 +78,8 @@ EXCERPT_CHARS = 400
 def entry_id(entry: Entry) -> str:
     """The entry's id in every format: the same on every run and for any base_url."""
     name = (entry.feed_origin or entry.feed_url) + "\n" + entry.key
+    if not name.isascii():  # a lone surrogate can't be UTF-8: U+FFFD, any other text unchanged
+        name = name.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return f"urn:uuid:{uuid.uuid5(_ID_NAMESPACE, name)}"
 
 
