@@ -522,9 +522,10 @@ def write_files(files: Mapping[Path, bytes]) -> list[Path]:
     commits (a 20-category publish takes a third of the time of write-fsync-rename per
     file) and the new files appear together. Temp files are dotfiles in the same
     directory (``.rss.xml.XXXX.tmp``: never served), removed on any failure; those a
-    killed publisher left behind go at the next publish, which holds ``.publish.lock``
-    so it never removes another publisher's. A directory that can't be written (read-only,
-    full, a file in its place) is a PublishError and every old file stays as it was.
+    killed publisher left behind go at the next publish, which holds a lock on the
+    output directory so it never removes another publisher's. A directory that can't be
+    written (read-only, full, a file in its place) is a PublishError and every old file
+    stays as it was.
     """
     if not files:
         return []
@@ -582,9 +583,10 @@ def _remove_leftovers(directory: Path) -> None:
 @contextmanager
 def _publish_lock(root: Path) -> Iterator[None]:
     """One publisher at a time per output directory (the daemon, an `aggregator
-    publish` beside it); the kernel drops the lock of a killed process."""
+    publish` beside it): a lock on the directory itself, no lock file; the kernel
+    drops the lock of a killed process."""
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / ".publish.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
