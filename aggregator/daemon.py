@@ -228,7 +228,8 @@ class Daemon:
             store = None
             try:
                 store = Store(settings.db)
-                result = run_pass(settings, store, fetcher, progress=self._progress,
+                result = run_pass(settings, store, fetcher, clock=utcnow,
+                                  progress=self._progress,
                                   should_stop=self._stop.is_set, tolerate_bad_opml=True)
                 polled = len(result.outcomes)
                 self._passed(polled=polled > 0, all_failed=polled > 0 and result.failed == polled)
