@@ -230,38 +230,32 @@ class ItemCounts:
 # pass stuck for as long as the lock lasts (WAL readers never wait at all).
 BUSY_TIMEOUT = 10.0
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def check_database_file(path: Path) -> None:
+def _check_whole(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse a file that is not, or no longer, a whole SQLite database before
     SQLite or a migration writes a byte to it: garbage, another kind of file,
-    one cut short. A missing or empty file is a new database. A file with a
-    write-ahead log beside it is left to SQLite, which replays the log."""
+    one cut short. An empty file is a new database; a file with a write-ahead
+    log beside it is left to SQLite, which replays the log. Everything is read
+    through SQLite and os.stat: opening the file ourselves and closing it would
+    drop every SQLite lock this process holds on it (POSIX locks die with any
+    close of the file), and the daemon keeps connections open."""
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()  # reads the header and schema
+        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise StorageError(f"not a SQLite database: {path} ({e})") from e
     try:
         size = path.stat().st_size
-        if size == 0:
+        wal = Path(f"{path}-wal")
+        if size == 0 or (wal.exists() and wal.stat().st_size > 0):
             return
-        with path.open("rb") as f:
-            head = f.read(100)
     except FileNotFoundError:
         return
-    except OSError as e:
-        raise StorageError(f"cannot open database {path}: {e.strerror}") from e
-    if len(head) < 100 or not head.startswith(SQLITE_MAGIC):
-        raise StorageError(f"not a SQLite database: {path}")
-    page = int.from_bytes(head[16:18], "big")
-    page = 65536 if page == 1 else page
-    if page < 512 or page & (page - 1):
-        raise StorageError(f"not a SQLite database: {path} (bad page size {page})")
-    wal = Path(f"{path}-wal")
-    if wal.exists() and wal.stat().st_size > 0:
-        return
-    pages = int.from_bytes(head[28:32], "big")
-    counted = head[24:28] == head[92:96] and pages > 0  # the header's page count is current
-    if size % page or (counted and size < pages * page):
-        expected = f" of {pages * page}" if counted else ""
-        raise StorageError(f"not a SQLite database: {path} (truncated: {size}{expected} bytes)")
+    if size % page or size < pages * page:
+        conn.close()
+        raise StorageError(f"not a SQLite database: {path} "
+                           f"(truncated: {size} of {pages * page} bytes)")
 
 
 class Store:
@@ -269,7 +263,6 @@ class Store:
                  busy_timeout: float | None = None) -> None:
         self.path = path
         self.busy_timeout = BUSY_TIMEOUT if busy_timeout is None else busy_timeout
-        check_database_file(path)
         existed = path.exists() and path.stat().st_size > 0
         try:
             if not readonly:
@@ -281,6 +274,7 @@ class Store:
                 isolation_level=None,  # we open transactions ourselves
                 check_same_thread=False,
             )
+            _check_whole(conn, path)
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             if not readonly:

@@ -212,7 +212,8 @@ def test_the_daemon_waits_out_a_lock_and_then_stores_everything(tmp_path: Path,
         time.sleep(1.0)
         assert count(s.db) == 12
         lock.wait()
-        wait_until(lambda: count(s.db) == 16, 30, "the pass after the lock")
+        wait_until(lambda: count(s.db) == 16, 30, "the pass after the lock: "
+                   + err_path.read_text()[-3000:])
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
