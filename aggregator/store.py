@@ -243,6 +243,8 @@ def _check_whole(conn: sqlite3.Connection, path: Path) -> None:
         page = int(conn.execute("PRAGMA page_size").fetchone()[0])
         pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
     except sqlite3.DatabaseError as e:
+        if "not a database" not in str(e) and "malformed" not in str(e):
+            raise  # locked, unreadable: "cannot open database", below
         conn.close()
         raise StorageError(f"not a SQLite database: {path} ({e})") from e
     try:
