@@ -61,6 +61,7 @@ log = logging.getLogger("aggregator.daemon")
 TICK = 30.0  # longest wait between looks at which feeds are due
 MIN_TICK = 1.0
 SUMMARY_TICK = 15.0
+CLOCK_JUMP = 5.0  # s the wall clock may drift from the monotonic one before we reschedule
 STOP_GRACE = 6.0  # s for jobs in flight at shutdown; the unit's TimeoutStopSec= is 10
 SUMMARY_BATCH = 50
 # Settings that only take effect on a restart: a reload keeps the running values.
@@ -171,6 +172,7 @@ class Daemon:
         self.scheduler.add_listener(self._job_done, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         interval = watchdog_interval()
         self.watchdog = Watchdog(self.notifier, self._ping, interval) if interval else None
+        self._wall_mark = (time.time(), time.monotonic())
         self._check_timeouts()
         self.server: Any = None
 
@@ -226,7 +228,8 @@ class Daemon:
             store = None
             try:
                 store = Store(settings.db)
-                result = run_pass(settings, store, fetcher, progress=self._progress,
+                result = run_pass(settings, store, fetcher, clock=utcnow,
+                                  progress=self._progress,
                                   should_stop=self._stop.is_set, tolerate_bad_opml=True)
                 polled = len(result.outcomes)
                 self._passed(polled=polled > 0, all_failed=polled > 0 and result.failed == polled)
@@ -373,6 +376,36 @@ class Daemon:
                                    seconds=self.watchdog.interval / 4, id="heartbeat",
                                    next_run_time=now)
 
+    def _watch_clock(self) -> None:
+        """Reschedule every job from now when the wall clock jumped.
+
+        APScheduler keeps its run times in wall-clock time: after the clock goes
+        back an hour, every job (the polls, the watchdog's heartbeat) would wait an
+        hour. Jobs get fresh triggers starting now and the poll runs at once, which
+        also covers a jump forward (every due feed is polled once, then the usual
+        schedule). Which feeds are due is the database's business: ``run_pass``
+        moves back the times of feeds fetched "in the future" (decide.py)."""
+        wall, mono = time.time(), time.monotonic()
+        jump = (wall - self._wall_mark[0]) - (mono - self._wall_mark[1])
+        self._wall_mark = (wall, mono)
+        if abs(jump) < CLOCK_JUMP or not self.scheduler.running:
+            return
+        log.warning("the clock jumped %s by %.0f s: rescheduling from now",
+                    "forward" if jump > 0 else "back", abs(jump))
+        periods = {"poll": self.tick, "summaries": SUMMARY_TICK}
+        if self.watchdog:
+            periods["heartbeat"] = self.watchdog.interval / 4
+        for job_id, seconds in periods.items():
+            try:  # a paused (running) job keeps no run time: it resumes on the new trigger
+                self.scheduler.modify_job(job_id, trigger=IntervalTrigger(seconds=seconds,
+                                                                          timezone=UTC))
+            except Exception:  # noqa: BLE001 - the job is gone only when shutting down
+                pass
+        if self.watchdog:
+            self.scheduler.modify_job("heartbeat", next_run_time=datetime.now(UTC))
+        self._poll.soon()
+        self._summaries.soon()
+
     def reload(self) -> None:
         self.notifier.reloading()
         try:
@@ -428,6 +461,7 @@ class Daemon:
                     self._reload_asked = False
                     self.reload()
                 time.sleep(0.2)
+                self._watch_clock()
         finally:
             self._shutdown()
         return 0

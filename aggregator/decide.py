@@ -333,3 +333,29 @@ def article_retry_at(tries: int, failed_at: datetime) -> datetime | None:
     if tries < 1 or tries > len(ARTICLE_RETRY_DELAYS):
         return None
     return failed_at + ARTICLE_RETRY_DELAYS[tries - 1]
+
+
+# --- when the clock went back ---------------------------------------------------------
+
+
+def after_clock_went_back(now: datetime, last_fetch: datetime | None,
+                          next_fetch: datetime | None) -> tuple[datetime, datetime] | None:
+    """(last fetch, next fetch) to store when the clock went back, else None.
+
+    A last fetch later than ``now`` can only mean the clock was set back since.
+    Left alone, the feed would wait its delay plus the whole jump (an hour's jump:
+    an hour without news). Instead both times move back together: the last fetch
+    becomes ``now`` and the feed waits its own delay (``next_fetch - last_fetch``:
+    the interval with its jitter, a backoff, a server's Retry-After) from now,
+    never more. A feed never fetched (no last fetch) whose next fetch is ahead of
+    ``now`` was added "in the future": it is due now. A jump forward needs no rule:
+    every feed whose time has come is due, and each is polled once.
+    """
+    if last_fetch is None:
+        if next_fetch is not None and next_fetch > now:
+            return now, now
+        return None
+    if last_fetch <= now:
+        return None
+    delay = max((next_fetch or last_fetch) - last_fetch, timedelta(0))
+    return now, now + delay

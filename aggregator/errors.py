@@ -12,10 +12,11 @@
     │   ├── RedirectError        too many redirects, a loop, or a bad Location
     │   └── HTTPStatusError      a 4xx/5xx answer (carries the status)
     ├── ParseError           bytes that are not a feed (stored on the feed)
+    ├── PublishError         the output directory can't be written (unwritable, full)
     └── DiscoveryError       `add` of a page that links to no feed
 
 Per-feed errors are returned as values and stored on the feed row; only the
-CLI turns the user-fixable ones (config, storage) into a one-line exit.
+CLI turns the user-fixable ones (config, storage, publishing) into a one-line exit.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class HTTPStatusError(FetchError):
 
 
 class ParseError(AggregatorError):
+    pass
+
+
+class PublishError(AggregatorError):
     pass
 
 

@@ -24,6 +24,7 @@ title and site link only, and feeds.opml lists them as a link to the site, not a
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import html
 import json
@@ -33,7 +34,8 @@ import re
 import tempfile
 import unicodedata
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -47,6 +49,7 @@ from lxml import etree
 from markupsafe import Markup, escape
 
 from aggregator import __version__
+from aggregator.errors import PublishError
 from aggregator.opml import is_private
 from aggregator.types import Entry, Subscription
 
@@ -554,33 +557,78 @@ def write_files(files: Mapping[Path, bytes]) -> list[Path]:
 
     All temp files are written first, then fsynced, then renamed: the fsyncs share journal
     commits (a 20-category publish takes a third of the time of write-fsync-rename per
-    file) and the new files appear together.
+    file) and the new files appear together. Temp files are dotfiles in the same
+    directory (``.rss.xml.XXXX.tmp``: never served), removed on any failure; those a
+    killed publisher left behind go at the next publish, which holds a lock on the
+    output directory so it never removes another publisher's. A directory that can't be
+    written (read-only, full, a file in its place) is a PublishError and every old file
+    stays as it was.
     """
+    if not files:
+        return []
+    root = Path(os.path.commonpath([p.parent for p in files]))
     staged: list[tuple[Path, str]] = []
     try:
-        for path, data in files.items():
+        with _publish_lock(root):
+            for directory in {p.parent for p in files}:
+                _remove_leftovers(directory)
             try:
-                if path.read_bytes() == data:
-                    continue
-            except FileNotFoundError:
-                pass
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            staged.append((path, tmp))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-        for _, tmp in staged:
-            _fsync(tmp)
-        for path, tmp in staged:
-            os.replace(tmp, path)
-    finally:
-        for _, tmp in staged:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+                for path, data in files.items():
+                    try:
+                        if path.read_bytes() == data:
+                            continue
+                    except FileNotFoundError:
+                        pass
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                               suffix=".tmp")
+                    staged.append((path, tmp))
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                    os.chmod(tmp, 0o644)
+                for _, tmp in staged:
+                    _fsync(tmp)
+                for path, tmp in staged:
+                    os.replace(tmp, path)
+            finally:
+                for _, tmp in staged:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+    except OSError as e:
+        where = e.filename or root
+        raise PublishError(f"cannot write {where}: {e.strerror or e}") from e
     return [path for path, _ in staged]
+
+
+_LEFTOVER = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp\Z")  # tempfile.mkstemp's names, above
+
+
+def _remove_leftovers(directory: Path) -> None:
+    try:
+        names = [n for n in os.listdir(directory) if _LEFTOVER.match(n)]
+    except FileNotFoundError:
+        return
+    for name in names:
+        try:
+            os.unlink(directory / name)
+        except FileNotFoundError:
+            pass
+
+
+@contextmanager
+def _publish_lock(root: Path) -> Iterator[None]:
+    """One publisher at a time per output directory (the daemon, an `aggregator
+    publish` beside it): a lock on the directory itself, no lock file; the kernel
+    drops the lock of a killed process."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _fsync(path: str | Path) -> None:

@@ -263,29 +263,77 @@ class ItemCounts:
     changed: int = 0
 
 
+# A write waits this long for another writer (an `update` beside the daemon, a
+# sqlite3 shell in a transaction) before it fails as a StorageError. The daemon
+# retries at its next pass, so a lock held for 30 s costs one failed pass, not a
+# pass stuck for as long as the lock lasts (WAL readers never wait at all).
+BUSY_TIMEOUT = 10.0
+
+def _check_whole(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file that is not, or no longer, a whole SQLite database before
+    SQLite or a migration writes a byte to it: garbage, another kind of file,
+    one cut short. An empty file is a new database; a file with a write-ahead
+    log beside it is left to SQLite, which replays the log. Everything is read
+    through SQLite and os.stat: opening the file ourselves and closing it would
+    drop every SQLite lock this process holds on it (POSIX locks die with any
+    close of the file), and the daemon keeps connections open."""
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()  # reads the header and schema
+        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    except sqlite3.DatabaseError as e:
+        if "not a database" not in str(e) and "malformed" not in str(e):
+            raise  # locked, unreadable: "cannot open database", below
+        conn.close()
+        raise StorageError(f"not a SQLite database: {path} ({e})") from e
+    try:
+        size = path.stat().st_size
+        wal = Path(f"{path}-wal")
+        if size == 0 or (wal.exists() and wal.stat().st_size > 0):
+            return
+    except FileNotFoundError:
+        return
+    if size % page or size < pages * page:
+        conn.close()
+        raise StorageError(f"not a SQLite database: {path} "
+                           f"(truncated: {size} of {pages * page} bytes)")
+
+
 class Store:
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False,
+                 busy_timeout: float | None = None) -> None:
         self.path = path
+        self.busy_timeout = BUSY_TIMEOUT if busy_timeout is None else busy_timeout
+        existed = path.exists() and path.stat().st_size > 0
         try:
             if not readonly:
                 path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
                 f"file:{path}?mode=ro" if readonly else str(path),
                 uri=readonly,
-                timeout=30,
+                timeout=self.busy_timeout,
                 isolation_level=None,  # we open transactions ourselves
                 check_same_thread=False,
             )
+            _check_whole(conn, path)
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             if not readonly:
+                pending = _pending(conn)
+                if pending and existed:  # an upgrade: never migrate a damaged file
+                    check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+                    if check != "ok":
+                        conn.close()
+                        raise StorageError(f"not a SQLite database: {path} (damaged: {check})")
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode.lower() != "wal":
                     raise StorageError(f"{path}: cannot switch to WAL mode (got {mode})")
                 conn.execute("PRAGMA synchronous = NORMAL")
-                if _pending(conn):
+                if pending:
                     _migrate(conn)
         except sqlite3.DatabaseError as e:
+            if "not a database" in str(e) or "malformed" in str(e):
+                raise StorageError(f"not a SQLite database: {path} ({e})") from e
             raise StorageError(f"cannot open database {path}: {e}") from e
         except OSError as e:
             raise StorageError(f"cannot open database {path}: {e.strerror}") from e
@@ -309,6 +357,9 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise StorageError(f"database {self.path} is locked by another writer "
+                                   f"(waited {self.busy_timeout:g} s)") from e
             raise StorageError(f"database {self.path} is busy or read-only: {e}") from e
         try:
             yield self.conn
@@ -412,6 +463,28 @@ class Store:
             "SELECT min(next_fetch) FROM feeds WHERE active = 1 AND state != 'gone'"
         ).fetchone()
         return from_iso(row[0]) if row else None
+
+    def rewind_schedule(self, now: datetime) -> int:
+        """Feeds last fetched "after" ``now`` (the clock went back): move their
+        times back by ``decide.after_clock_went_back``; returns how many moved.
+        Without a change to make it is one read and no write."""
+        from aggregator.decide import after_clock_went_back
+
+        stamp = iso(now)
+        rows = self.conn.execute(
+            "SELECT id, last_fetch, next_fetch, last_fetch IS NULL FROM feeds "
+            "WHERE last_fetch > ? OR (last_fetch IS NULL AND next_fetch > ?)",
+            (stamp, stamp)).fetchall()
+        changes = []
+        for id_, last_fetch, next_fetch, never in rows:
+            moved = after_clock_went_back(now, from_iso(last_fetch), from_iso(next_fetch))
+            if moved is not None:
+                changes.append((None if never else iso(moved[0]), iso(moved[1]), id_))
+        if changes:
+            with self.transaction() as c:
+                c.executemany("UPDATE feeds SET last_fetch = ?, next_fetch = ? WHERE id = ?",
+                              changes)
+        return len(changes)
 
     def move_feed(self, old: str, new: str) -> None:
         """A permanent redirect: the feed keeps its id, items and state under ``new``."""

@@ -254,6 +254,7 @@ def run_pass(
         log.error("%s; polling the subscriptions already in the database", e)
         sync = {}
     result = PassResult(sync=sync)
+    store.rewind_schedule(clock())  # the clock went back: no feed waits the jump out
     due = store.due_feeds(clock(), all_feeds=all_feeds)
     moves: list[tuple[str, str]] = []
     pol = policy(settings)
