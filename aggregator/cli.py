@@ -266,8 +266,10 @@ def cmd_add(args: argparse.Namespace, settings: config.Settings) -> int:
 
     with make_fetcher(settings) as fetcher:
         url, title = discover.feed_url(fetcher, args.url)
+    # a URL typed with its token that led elsewhere: the feed found is private too
+    private = args.private or (url != args.url and opml.is_private(args.url))
     sub = Subscription(url=url, title=args.title or title, category=args.category,
-                       private=args.private)
+                       private=private)
     added = _edit_subscriptions(settings, lambda tree: opml.add(tree, sub))
     print(f"{'added' if added else 'already subscribed'}: {url}")
     return 0

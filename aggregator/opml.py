@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
@@ -64,26 +64,96 @@ def looks_random(value: str) -> bool:
     return entropy >= 3.0
 
 
+def _secret_pair(name: str, value: str) -> bool:
+    name = name.strip().lower().replace("-", "_")
+    return (name in SECRET_PARAMS or name.endswith(_SECRET_SUFFIXES)
+            or looks_random(value) or looks_random(name))
+
+
+_HEX_ID = re.compile(r"[0-9A-Fa-f]+")
+_WORD_SEPARATORS = re.compile(r"[-_.~]+")
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
+
+
+def _secret_segment(segment: str) -> bool:
+    """A path segment that reads like a token: a long hex id or UUID
+    (``7f3a9c2e...``), or a random-looking run between separators
+    (``/feeds/dGhpcyBpcyBh.../rss``); a slug of words and a date is not one."""
+    segment = unquote(segment)
+    hex_id = _EXTENSION.sub("", segment).replace("-", "")
+    if len(hex_id) >= 16 and _HEX_ID.fullmatch(hex_id):
+        return looks_random(hex_id)
+    return looks_random(segment) and any(
+        looks_random(part) for part in _WORD_SEPARATORS.split(segment))
+
+
 def is_private(url: str, marked: bool = False) -> bool:
     """Whether a feed's URL must never be published: marked so in feeds.opml,
     or carrying credentials (``user:pass@``) or what looks like a token in its
-    query (a parameter named like ``token``/``key``/``sig``..., or a long
-    random-looking value)."""
+    query or fragment (a parameter named like ``token``/``key``/``sig``..., or
+    a long random-looking value) or in a segment of its path (a long hex id, a
+    UUID, a random-looking run of letters and digits)."""
     if marked:
         return True
     try:
         parts = urlsplit(url.strip())
     except ValueError:
         return True  # can't tell what it carries: don't show it
-    if "@" in parts.netloc:
+    if "@" in parts.netloc or "%40" in parts.netloc.lower():
         return True
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        name = name.strip().lower().replace("-", "_")
-        if name in SECRET_PARAMS or name.endswith(_SECRET_SUFFIXES):
+    for piece in (parts.query, parts.fragment):
+        pairs = parse_qsl(piece, keep_blank_values=True)
+        if any(_secret_pair(name, value) for name, value in pairs):
             return True
-        if looks_random(value) or looks_random(name):
+    return any(_secret_segment(seg) for seg in parts.path.split("/") if seg)
+
+
+def _pieces(url: str) -> set[str]:
+    """The parts of a URL that may be its secret: credentials, path segments,
+    query names and values, the fragment (those of 4 characters or more)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return set()
+    found = set(re.split(r"[:@]", unquote(parts.netloc.rpartition("@")[0])))
+    found |= {unquote(seg) for seg in parts.path.split("/")}
+    for piece in (parts.query, parts.fragment):
+        for name, value in parse_qsl(piece, keep_blank_values=True):
+            found |= {name, value}
+    found.add(unquote(parts.fragment))
+    return {p for p in found if len(p.strip()) >= 4}
+
+
+def _credentials(url: str) -> set[str]:
+    try:
+        userinfo = urlsplit(url.strip()).netloc.rpartition("@")[0]
+    except ValueError:
+        return set()
+    return {p for p in re.split(r"[:@]", unquote(userinfo)) if len(p) >= 4}
+
+
+def reveals(text: str | None, *urls: str | None, name: bool = False) -> bool:
+    """Whether ``text``, shown for a private feed, gives away any of ``urls``.
+    A site link (the default) reveals them when it carries a secret itself or
+    holds any credential, path segment, query value or fragment of theirs (4
+    characters or more): a link into the feed's own folder goes, erring towards
+    hiding. A name (``name=True``) reveals them when it holds a URL (a feed
+    named after its own address, before or after a move), or their credentials
+    or a token-like piece of them; ordinary words shared with the path stay."""
+    if not text:
+        return False
+    plain = unquote(text)
+    if name:
+        if "://" in plain:
             return True
-    return False
+        secret = set()
+        for url in filter(None, urls):
+            secret |= _credentials(url)
+            secret |= {p for p in _pieces(url) if looks_random(p) or _secret_segment(p)}
+        return any(p in plain for p in secret)
+    if is_private(plain.strip()):
+        return True
+    return any(p in plain for url in urls if url for p in _pieces(url))
 
 
 def _flag(outline: ET.Element, attr: str) -> bool | None:
@@ -287,12 +357,16 @@ def remove(root: ET.Element, url: str) -> bool:
 
 
 def rename(root: ET.Element, old: str, new: str) -> bool:
-    """Point the outline of ``old`` at ``new`` (a permanent redirect)."""
+    """Point the outline of ``old`` at ``new`` (a permanent redirect). A private
+    feed stays private: when ``old`` carried its secret in a way ``is_private``
+    sees and ``new`` carries it in a way it may not, the outline is marked."""
     found = False
     for _, outline in _outlines(root):
         if _url(outline) == old:
             outline.attrib.pop("xmlurl", None)
             outline.set("xmlUrl", new)
+            if is_private(old) and not _flag(outline, PRIVATE_ATTR):
+                outline.set(PRIVATE_ATTR, "true")
             found = True
     return found
 
