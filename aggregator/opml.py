@@ -17,6 +17,7 @@ import math
 import os
 import re
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -270,24 +271,63 @@ def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
+LOCK_TIMEOUT = 30.0  # seconds an edit waits for the lock before giving up
+
+
+def _open_lock(lock: Path) -> int:
+    """The lock file's descriptor, never through a symlink: opened with O_CREAT by
+    root in a shared directory, a planted link would create or open a file anywhere."""
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT | flags, 0o644)
+    except PermissionError:  # another user's lock file: reading it is enough for flock
+        return os.open(lock, os.O_RDONLY | flags)
+
+
 @contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path, timeout: float | None = None) -> Iterator[None]:
     """Hold the advisory lock of ``path`` (flock on ``<path>.lock``; the list
-    itself is replaced by a rename, so a lock on it would be on the old file)."""
+    itself is replaced by a rename, so a lock on it would be on the old file).
+    Waits up to ``timeout`` seconds (``LOCK_TIMEOUT``) for another holder, then
+    raises OPMLError: a hung process must not hang every edit behind it."""
     lock = lock_path(path)
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except PermissionError:  # another user's lock file: reading it is enough for flock
-            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _open_lock(lock)
     except OSError as e:
+        if lock.is_symlink():
+            raise OPMLError(f"cannot lock {path}: {lock} is a symlink; remove it") from e
         raise OPMLError(f"cannot lock {path}: {e.strerror} ({lock})") from e
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _acquire(fd, path, LOCK_TIMEOUT if timeout is None else timeout)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _acquire(fd: int, path: Path, timeout: float) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    # Held: try again every few milliseconds, then every 0.1 s, until the deadline
+    # (a blocking flock can't be given a timeout, nor cut short from another thread).
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OPMLError(
+                    f"{path} is locked by another process (waited {timeout:g} s for "
+                    f"{lock_path(path)}); try again, or find the process holding it "
+                    f"(fuser {lock_path(path)})") from None
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.1)
 
 
 def edit(path: Path, change: Callable[[ET.Element], T]) -> T:

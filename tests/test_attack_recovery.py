@@ -7,6 +7,7 @@ file, the CLI as a user runs it, real files and symlinks."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,42 @@ def test_settle_keys_with_an_index_matches_the_rule():
     assert by_title[None] == "g#2"
     assert by_title["B, edited"] not in stored and by_title["Z"] not in stored
     assert len(set(by_title.values())) == 5
+
+
+# --- the feeds.opml lock -----------------------------------------------------------------
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_not_followed(tmp_path):
+    """Attack: feeds.opml.lock is a symlink (in a shared directory, as root). Opening
+    it with O_CREAT followed it and created the file it points to, anywhere."""
+    feeds = tmp_path / "feeds.opml"
+    opml.write(feeds, opml.build([]))
+    victim = tmp_path / "elsewhere" / "created-by-the-lock"
+    victim.parent.mkdir()
+    os.symlink(victim, opml.lock_path(feeds))
+    with pytest.raises(opml.OPMLError, match="symlink"), opml.locked(feeds):
+        pass
+    assert not victim.exists()
+    status = main(["--feeds", str(feeds), "--db", str(tmp_path / "x.db"), "remove",
+                   "https://example.org/f.xml"])
+    assert status == 1 and not victim.exists()
+
+
+def test_an_edit_gives_up_on_a_lock_held_forever_with_one_line(tmp_path, monkeypatch,
+                                                               capsys):
+    """Attack: a hung process holds the lock; `remove` (or `add`, `import`, a 301
+    recorded by the daemon) waited forever. Now it gives up after LOCK_TIMEOUT."""
+    feeds = tmp_path / "feeds.opml"
+    opml.write(feeds, opml.build([Subscription("https://example.org/f.xml")]))
+    monkeypatch.setattr(opml, "LOCK_TIMEOUT", 0.3)
+    with opml.locked(feeds):
+        status = main(["--feeds", str(feeds), "--db", str(tmp_path / "x.db"), "remove",
+                       "https://example.org/f.xml"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("aggregator: error:") and "locked by another process" in err
+    assert len(err.strip().splitlines()) == 1
+    assert [s.url for s in opml.read(feeds)] == ["https://example.org/f.xml"]  # untouched
+    # free again: the same command works
+    assert main(["--feeds", str(feeds), "--db", str(tmp_path / "x.db"), "remove",
+                 "https://example.org/f.xml"]) == 0
