@@ -183,8 +183,20 @@ def _url(outline: ET.Element) -> str:
     return (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
 
 
+MAX_FOLDER_DEPTH = 16  # folders nested deeper add no more levels to a category
+
+
 def _walk(node: ET.Element, folders: tuple[str, ...]) -> Iterator[Subscription]:
-    for outline in node.findall("outline"):
+    """Feed outlines in document order with their folders; iterative, so a list
+    nested 100,000 deep is no RecursionError."""
+    stack: list[tuple[Iterator[ET.Element], tuple[str, ...]]] = [
+        (iter(node.findall("outline")), folders)]
+    while stack:
+        children, folders = stack[-1]
+        outline = next(children, None)
+        if outline is None:
+            stack.pop()
+            continue
         url = _url(outline)
         name = (outline.get("title") or outline.get("text") or "").strip() or None
         if url:
@@ -198,7 +210,8 @@ def _walk(node: ET.Element, folders: tuple[str, ...]) -> Iterator[Subscription]:
                 private=bool(_flag(outline, PRIVATE_ATTR)),
             )
         else:
-            yield from _walk(outline, folders + ((name,) if name else ()))
+            inner = folders + ((name,) if name and len(folders) < MAX_FOLDER_DEPTH else ())
+            stack.append((iter(outline.findall("outline")), inner))
 
 
 def subscriptions(root: ET.Element) -> list[Subscription]:
@@ -369,9 +382,13 @@ def _outlines(root: ET.Element) -> Iterator[tuple[ET.Element, ET.Element]]:
                 yield parent, child
 
 
-def add(root: ET.Element, sub: Subscription) -> bool:
-    """Add ``sub`` unless its URL is already there; True when added."""
-    if any(_url(o) == sub.url for _, o in _outlines(root)):
+def add(root: ET.Element, sub: Subscription, *, present: set[str] | None = None) -> bool:
+    """Add ``sub`` unless its URL is already there; True when added. ``present``:
+    the URLs already in ``root``, kept up to date (``merge`` passes one, so a long
+    list is not searched once per feed)."""
+    if present is None:
+        present = {_url(o) for _, o in _outlines(root)}
+    if sub.url in present:
         return False
     body = root.find("body")
     assert body is not None
@@ -384,6 +401,7 @@ def add(root: ET.Element, sub: Subscription) -> bool:
     if sub.private:
         attrs[PRIVATE_ATTR] = "true"
     ET.SubElement(_folder(body, sub.category), "outline", attrs)
+    present.add(sub.url)
     return True
 
 
@@ -413,4 +431,5 @@ def rename(root: ET.Element, old: str, new: str) -> bool:
 
 def merge(root: ET.Element, subs: Iterable[Subscription]) -> list[Subscription]:
     """Add every new subscription; returns those added."""
-    return [s for s in subs if add(root, s)]
+    present = {_url(o) for _, o in _outlines(root)}
+    return [s for s in subs if add(root, s, present=present)]

@@ -265,3 +265,56 @@ def test_an_edit_gives_up_on_a_lock_held_forever_with_one_line(tmp_path, monkeyp
     # free again: the same command works
     assert main(["--feeds", str(feeds), "--db", str(tmp_path / "x.db"), "remove",
                  "https://example.org/f.xml"]) == 0
+
+
+# --- import of a hostile list --------------------------------------------------------------
+
+
+def test_a_deeply_nested_list_is_imported_without_a_crash(tmp_path, capsys):
+    """Attack: 100,000 nested folders. Walking them recursively raised RecursionError
+    (a traceback out of the CLI). Folders past MAX_FOLDER_DEPTH add no more levels."""
+    depth = 100_000
+    data = (b'<opml version="2.0"><body>' + b'<outline text="f">' * depth
+            + b'<outline xmlUrl="https://example.org/deep.xml"/>' + b"</outline>" * depth
+            + b"</body></opml>")
+    source = tmp_path / "deep.opml"
+    source.write_bytes(data)
+    feeds = tmp_path / "feeds.opml"
+    status = main(["--feeds", str(feeds), "--db", str(tmp_path / "x.db"), "import",
+                   str(source)])
+    assert status == 0, capsys.readouterr().err
+    (sub,) = opml.read(feeds)
+    assert sub.url == "https://example.org/deep.xml"
+    assert sub.category == " / ".join(["f"] * opml.MAX_FOLDER_DEPTH)
+
+
+def test_merging_a_long_list_is_linear(monkeypatch):
+    """Attack: a list of 100,000 feeds. Each add searched every outline: 5000 took
+    5.5 s, 100,000 would take most of an hour. Now a set of the URLs already there."""
+    subs = [Subscription(f"https://example.org/f{n}.xml") for n in range(20000)]
+    tree = opml.build(subs[:10])
+    url = _Budget(opml._url, limit=10 * len(subs))
+    monkeypatch.setattr(opml, "_url", url)
+    added = opml.merge(tree, subs)
+    assert len(added) == 19990 and url.calls > 0
+    monkeypatch.undo()
+    assert len(opml.subscriptions(tree)) == 20000
+
+
+def test_an_imported_list_with_non_http_feeds_skips_them(tmp_path, capsys):
+    source = tmp_path / "list.opml"
+    source.write_text(
+        '<opml version="2.0"><body>'
+        '<outline text="a" xmlUrl="file:///etc/passwd"/>'
+        '<outline text="b" xmlUrl="javascript:alert(1)"/>'
+        '<outline text="c" xmlUrl="data:text/xml,&lt;rss/&gt;"/>'
+        '<outline text="d" xmlUrl="https://example.org/ok.xml"/>'
+        "</body></opml>")
+    feeds = tmp_path / "feeds.opml"
+    status = main(["--feeds", str(feeds), "--db", str(tmp_path / "x.db"), "import",
+                   str(source)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert [s.url for s in opml.read(feeds)] == ["https://example.org/ok.xml"]
+    assert captured.err.count("not an http(s) URL") == 3
+    assert "imported 1 new feeds" in captured.out
