@@ -154,7 +154,12 @@ def reveals(text: str | None, *urls: str | None, name: bool = False) -> bool:
         return any(p in plain for p in secret)
     if is_private(plain.strip()):
         return True
-    return any(p in plain for url in urls if url for p in _pieces(url))
+    try:  # the host is shown anyway: only what follows it is compared
+        parts = urlsplit(plain.strip())
+        rest = plain if not parts.netloc else plain.split(parts.netloc, 1)[1]
+    except ValueError:
+        rest = plain
+    return any(p in rest for url in urls if url for p in _pieces(url))
 
 
 def _flag(outline: ET.Element, attr: str) -> bool | None:

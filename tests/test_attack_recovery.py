@@ -144,6 +144,7 @@ def test_what_a_private_feed_may_show():
     assert opml.reveals("https://example.org/?ref=club-SECRET", feed)
     assert opml.reveals("https://example.org/?token=x", feed)  # a token of its own
     assert not opml.reveals("https://example.org/", feed)
+    assert not opml.reveals("https://example.org/", "https://example.org/example/f?token=1")
     assert not opml.reveals(None, feed)
     # names: a URL, credentials, a token-like piece go; ordinary words stay
     assert opml.reveals("example.org http://example.org/x", feed, name=True)
