@@ -167,12 +167,13 @@ def env_warnings(env: Mapping[str, str] | None = None) -> list[str]:
     """One line for each ``AGGREGATOR_*`` variable that names no setting (a
     typo would otherwise be ignored without a word), with the closest name."""
     env = os.environ if env is None else env
-    known = {ENV_PREFIX + n.upper() for n in _FIELDS} | {ENV_PREFIX + n for n in OTHER_ENV}
+    known = {n.upper() for n in _FIELDS} | OTHER_ENV
     out = []
-    for name in sorted(k for k in env if k.upper().startswith(ENV_PREFIX) and k not in known):
-        guess = closest(name.upper(), known)
+    for name in sorted(k for k in env if k.startswith(ENV_PREFIX)
+                       and k[len(ENV_PREFIX):] not in known):
+        guess = closest(name[len(ENV_PREFIX):].upper(), known)
         out.append(f"${name} is not a setting; ignored"
-                   + (f" (did you mean ${guess}?)" if guess else ""))
+                   + (f" (did you mean ${ENV_PREFIX}{guess}?)" if guess else ""))
     return out
 
 
