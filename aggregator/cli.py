@@ -287,7 +287,7 @@ def cmd_feeds(args: argparse.Namespace, settings: config.Settings) -> int:
         print(f"revived: {args.revive} " + ("(polled on the next pass)" if feed and feed.active
                                             else "(not in feeds.opml: `add` it to poll it)"))
         return 0
-    with Store(db, readonly=True) as store:
+    with Store(db) as store:  # read-write, as a read-only open leaves an empty -wal behind
         feeds = store.feeds()
     rows = [("STATE", "ITEMS", "LAST FETCH (UTC)", "HTTP", "NEXT FETCH (UTC)", "ERRS",
              "CATEGORY", "FEED")]
