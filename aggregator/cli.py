@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from aggregator import __version__, config, opml
 from aggregator.errors import AggregatorError, DiscoveryError, OPMLError, StorageError
@@ -19,18 +20,54 @@ from aggregator.types import Subscription
 log = logging.getLogger("aggregator")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that names the closest command or option to a typo."""
+
+    def error(self, message: str) -> NoReturn:
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            guess = config.closest(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
+            if guess:
+                message += f"; did you mean '{guess}'?"
+        m = re.search(r"unrecognized arguments: (-\S+)", message)
+        if m:
+            options = [o for a in self._actions for o in a.option_strings]
+            guess = config.closest(m.group(1).split("=")[0], options)
+            if guess:
+                message += f"; did you mean {guess}?"
+        super().error(message)
+
+
+def _global_options(p: argparse.ArgumentParser, default: Any = None) -> None:
+    """The options every command takes, before it or after it. After it they
+    default to SUPPRESS, so they don't hide the same option given before it."""
+    p.add_argument("--config", type=Path, metavar="FILE", default=default,
+                   help="TOML config file (default: $AGGREGATOR_CONFIG or ./aggregator.toml)")
+    p.add_argument("--db", type=Path, metavar="FILE", default=default,
+                   help="SQLite database file")
+    p.add_argument("--feeds", type=Path, metavar="FILE", default=default,
+                   help="subscription list (OPML)")
+    p.add_argument("--output", type=Path, metavar="DIR", default=default,
+                   help="directory for published files")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   default=False if default is None else default, help="log debug messages")
+
+
 def _cmd(sub: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    return sub.add_parser(
+    c: argparse.ArgumentParser = sub.add_parser(
         name,
         help=help,
         description=help,
         epilog="example:\n  " + example,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _global_options(c.add_argument_group("global options (also before the command)"),
+                    default=argparse.SUPPRESS)  # type: ignore[arg-type]
+    return c
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="aggregator",
         description="Follow news feeds, store every item in SQLite, summarise each story "
         "and publish one feed.",
@@ -38,12 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"aggregator {__version__}")
-    p.add_argument("--config", type=Path, metavar="FILE",
-                   help="TOML config file (default: $AGGREGATOR_CONFIG or ./aggregator.toml)")
-    p.add_argument("--db", type=Path, metavar="FILE", help="SQLite database file")
-    p.add_argument("--feeds", type=Path, metavar="FILE", help="subscription list (OPML)")
-    p.add_argument("--output", type=Path, metavar="DIR", help="directory for published files")
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    _global_options(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     c = _cmd(sub, "update", "Poll the feeds once: sync subscriptions, fetch due feeds, store "
@@ -69,15 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     c = _cmd(sub, "add", "Subscribe to a feed (or to the feed a web page links to) in "
              "feeds.opml and the database.",
              "aggregator add https://www.bbc.co.uk/news --category News")
-    c.add_argument("url")
+    c.add_argument("url", help="feed or web page; without a scheme, https:// is tried")
     c.add_argument("--title", help="name shown for the feed")
     c.add_argument("--category", help="OPML folder / category")
     c.add_argument("--private", action="store_true",
                    help="never publish the feed's URL (marks the outline private=\"true\")")
+    c.add_argument("--check", action="store_true",
+                   help="refuse a URL that does not answer now (by default it is subscribed "
+                   "with a warning and polled by the next update)")
 
     c = _cmd(sub, "remove", "Unsubscribe: remove the feed from feeds.opml; its stored items "
              "stay in the database.", "aggregator remove https://example.com/feed.xml")
-    c.add_argument("url")
+    c.add_argument("url", metavar="URL|TITLE",
+                   help="the feed's URL (scheme and host in any case) or its title")
 
     c = _cmd(sub, "import", "Merge an OPML file or URL from any feed reader into feeds.opml.",
              "aggregator import ~/Downloads/subscriptions.opml")
@@ -126,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace, config.Settings], int] = COMMANDS[args.command]
+    for warning in config.env_warnings():
+        print(f"aggregator: warning: {warning}", file=sys.stderr)
     try:
         settings = _settings(args)
         _setup_logging(settings.log_level)
@@ -171,16 +209,23 @@ def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
                 print(f"aggregator: error: summaries stopped: {e}", file=sys.stderr)
                 status = 1
         published = []
+        unpublished: AggregatorError | None = None
         if settings.publish and (result.new or result.changed or summarised or
                                  not (settings.output / "index.html").exists()):
             try:
                 published = pipeline.publish_now(settings, store)
+            except AggregatorError as e:  # the pass is stored: say what, then fail
+                unpublished = e
             except OSError as e:
-                raise AggregatorError(f"cannot publish to {settings.output}: "
-                                      f"{e.strerror or e}") from e
+                unpublished = AggregatorError(f"cannot publish to {settings.output}: "
+                                              f"{e.strerror or e}")
     print(f"{len(result.outcomes)} feeds polled: {result.new} new items, "
           f"{result.changed} changed, {result.failed} failed; {summarised} summarised"
           + (f"; published to {settings.output}" if published else ""))
+    if unpublished is not None:
+        print(f"aggregator: error: not published: {unpublished} (the items are stored; "
+              "`aggregator publish` writes them once that is fixed)", file=sys.stderr)
+        return 1
     return status
 
 
@@ -220,22 +265,32 @@ def _when(d: datetime | None) -> str:
     return d.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if d else "-"
 
 
+def _existing_db(settings: config.Settings) -> Path:
+    """The database a read-only command looks at: it must exist (a mistyped
+    --db would otherwise create an empty one and show nothing)."""
+    if not settings.db.is_file():
+        raise StorageError(f"no database at {settings.db} (check --db, or run "
+                           "`aggregator update` to create it)")
+    return settings.db
+
+
 def cmd_feeds(args: argparse.Namespace, settings: config.Settings) -> int:
     from aggregator.store import Store
+    from aggregator.update import utcnow
 
-    with Store(settings.db) as store:
-        from aggregator.update import sync_subscriptions, utcnow
-
-        sync_subscriptions(settings, store, utcnow())
-        if args.revive:
+    db = _existing_db(settings)
+    if args.revive:
+        with Store(db) as store:
             if not store.revive_feed(args.revive, utcnow()):
                 raise AggregatorError(f"no such feed: {args.revive} (see `aggregator feeds`)")
             feed = store.feed(args.revive)
-            print(f"revived: {args.revive} " + ("(polled on the next pass)" if feed and feed.active
-                                                else "(not in feeds.opml: `add` it to poll it)"))
-            return 0
+        print(f"revived: {args.revive} " + ("(polled on the next pass)" if feed and feed.active
+                                            else "(not in feeds.opml: `add` it to poll it)"))
+        return 0
+    with Store(db) as store:  # read-write, as a read-only open leaves an empty -wal behind
         feeds = store.feeds()
-    rows = [("STATE", "ITEMS", "LAST FETCH", "HTTP", "NEXT FETCH", "ERRS", "CATEGORY", "FEED")]
+    rows = [("STATE", "ITEMS", "LAST FETCH (UTC)", "HTTP", "NEXT FETCH (UTC)", "ERRS",
+             "CATEGORY", "FEED")]
     for f in feeds:
         state = f.state if f.active else "removed"
         rows.append((state, str(f.item_count), _when(f.last_fetch), str(f.last_status or "-"),
@@ -247,16 +302,20 @@ def cmd_feeds(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0
 
 
-def _edit_subscriptions(settings: config.Settings, change: Callable[[Any], Any]) -> Any:
+def _edit_subscriptions(settings: config.Settings, change: Callable[[opml.Document], Any],
+                        then: Callable[[Any], None] | None = None) -> Any:
     """Change feeds.opml under its lock (read, change and atomic replace, so a
-    concurrent edit by the daemon or another command is never lost), then bring
-    the database in line."""
+    concurrent edit by the daemon or another command is never lost; the file
+    keeps its formatting), then bring the database in line, and ``then`` store
+    what else the change brought."""
     from aggregator.store import Store
     from aggregator.update import sync_subscriptions, utcnow
 
-    result = opml.edit(settings.feeds, change)
+    result = opml.edit_document(settings.feeds, change)
     with Store(settings.db) as store:
         sync_subscriptions(settings, store, utcnow())
+        if then is not None:
+            then(store)
     return result
 
 
@@ -264,26 +323,66 @@ def cmd_add(args: argparse.Namespace, settings: config.Settings) -> int:
     from aggregator import discover
     from aggregator.update import make_fetcher
 
+    url, guessed = discover.typed_url(args.url)
     with make_fetcher(settings) as fetcher:
-        url, title = discover.feed_url(fetcher, args.url)
+        try:
+            found = discover.feed_url(fetcher, url, check=args.check or guessed)
+        except DiscoveryError as e:
+            if guessed:  # a guess is kept only when it works
+                raise DiscoveryError(f"no scheme: did you mean {url}? ({e})") from e
+            raise
     # a URL typed with its token that led elsewhere: the feed found is private too
-    private = args.private or (url != args.url and opml.is_private(args.url))
-    sub = Subscription(url=url, title=args.title or title, category=args.category,
+    private = args.private or (found.url != url and opml.is_private(url))
+    sub = Subscription(url=found.url, title=args.title or found.title, category=args.category,
                        private=private)
-    added = _edit_subscriptions(settings, lambda tree: opml.add(tree, sub))
-    print(f"{'added' if added else 'already subscribed'}: {url}")
+    added = _edit_subscriptions(settings, lambda doc: doc.add(sub),
+                                then=lambda store: _keep_first_fetch(settings, store, found))
+    if found.problem:
+        print(f"aggregator: warning: {found.problem}; subscribed anyway, polled by the next "
+              "update (--check refuses a feed that does not answer)", file=sys.stderr)
+    items = f" ({len(found.parsed.items)} items stored)" if added and found.parsed else ""
+    print(f"{'added' if added else 'already subscribed'}: {found.url}{items}")
     return 0
 
 
+def _keep_first_fetch(settings: config.Settings, store: Any, found: Any) -> None:
+    """Store the fetch that found a new feed as a poll would (items, ETag and
+    Last-Modified, next poll time), so the next update asks "changed since?"
+    instead of fetching it again."""
+    import hashlib
+    import random
+
+    from aggregator import update
+
+    feed = store.feed(found.url)
+    if found.result is None or found.result.body is None or feed is None or feed.last_fetch:
+        return  # not fetched, or a feed we had already
+    fetched = update._Fetched(feed, found.result, found.parsed,
+                              hashlib.sha256(found.result.body).hexdigest()[:32])
+    update._record(store, fetched, update.policy(settings), update.utcnow(), random.Random(), [])
+
+
 def cmd_remove(args: argparse.Namespace, settings: config.Settings) -> int:
-    removed = _edit_subscriptions(settings, lambda tree: opml.remove(tree, args.url))
+    removed: list[str] = []
+
+    def change(doc: opml.Document) -> bool:
+        urls = doc.find(args.url)
+        if len(urls) > 1:  # a title shared by several feeds: don't guess
+            raise OPMLError(f"{args.url.strip()!r} names {len(urls)} feeds: "
+                            + ", ".join(urls) + "; remove one by its URL")
+        removed[:] = [u for u in urls if doc.remove(u)]
+        return bool(removed)
+
+    _edit_subscriptions(settings, change)
     if not removed:
-        raise OPMLError(f"not subscribed: {args.url}")
-    print(f"removed: {args.url} (its items stay in the database)")
+        raise OPMLError(f"not subscribed: {args.url.strip()} (see `aggregator feeds`)")
+    print(f"removed: {removed[0]} (its items stay in the database)")
     return 0
 
 
 def cmd_import(args: argparse.Namespace, settings: config.Settings) -> int:
+    from aggregator.discover import problem
+    from aggregator.errors import FetchError
     from aggregator.fetch import PAGE_ACCEPT
     from aggregator.guard import trusted_origin
     from aggregator.update import make_fetcher
@@ -292,8 +391,11 @@ def cmd_import(args: argparse.Namespace, settings: config.Settings) -> int:
     remote = source.startswith(("http://", "https://"))
     if remote:
         with make_fetcher(settings) as fetcher:
-            res = fetcher.get(source, accept="text/x-opml, application/xml, " + PAGE_ACCEPT,
-                              trusted=trusted_origin(source))
+            try:
+                res = fetcher.get(source, accept="text/x-opml, application/xml, " + PAGE_ACCEPT,
+                                  trusted=trusted_origin(source))
+            except FetchError as e:
+                raise OPMLError(problem(source, e)) from e
         data = res.body or b""
     else:
         try:
@@ -305,7 +407,7 @@ def cmd_import(args: argparse.Namespace, settings: config.Settings) -> int:
     for sub in junk:  # file:, data:, javascript: ... nothing the fetcher would ever read
         print(f"aggregator: warning: not importing {sub.url[:200]!r}: not an http(s) URL",
               file=sys.stderr)
-    subs = [s for s in subs if s not in junk]
+    subs = [s for s in subs if s.url.lower().startswith(("http://", "https://"))]
     if remote:
         # A list from the network is somebody else's choice: a feed in it that names an
         # internal address (which feeds.opml would trust) is not imported, unless it is
@@ -315,8 +417,8 @@ def cmd_import(args: argparse.Namespace, settings: config.Settings) -> int:
         for sub in refused:
             print(f"aggregator: warning: not importing {sub.url}: a list fetched from "
                   f"{source} may not subscribe to an internal address", file=sys.stderr)
-        subs = [s for s in subs if s not in refused]
-    added = _edit_subscriptions(settings, lambda tree: opml.merge(tree, subs))
+        subs = [s for s in subs if trusted_origin(s.url) in (None, origin)]
+    added = _edit_subscriptions(settings, lambda doc: doc.merge(subs))
     print(f"imported {len(added)} new feeds ({len(subs) - len(added)} already followed)")
     return 0
 
@@ -333,6 +435,11 @@ def cmd_summarize(args: argparse.Namespace, settings: config.Settings) -> int:
     status = 0
     for path in args.files:
         try:
+            refusal = _not_text(path.read_bytes()[:1 << 16])
+            if refusal:
+                print(f"aggregator: error: {path}: {refusal}; not summarised", file=sys.stderr)
+                status = 1
+                continue
             summary = summarize_file(path, language=args.language)
         except OSError as e:
             print(f"aggregator: error: {path}: {e.strerror}", file=sys.stderr)
@@ -350,6 +457,46 @@ def cmd_summarize(args: argparse.Namespace, settings: config.Settings) -> int:
                 print(textwrap.fill(point, 78, initial_indent="  • ", subsequent_indent="    "))
             print()
     return status
+
+
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+          (b"GIF8", "a GIF image"), (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"),
+          (b"\x1f\x8b", "gzip data"), (b"RIFF", "a RIFF (WebP, WAV, AVI) file"),
+          (b"\x7fELF", "a program"))
+_CHARSET = re.compile(rb"""(?:charset|encoding)\s*=\s*["']?([A-Za-z0-9._-]+)""", re.I)
+
+
+def _not_text(head: bytes) -> str | None:
+    """Why the start of a file is no text to summarise, or None: a known binary
+    format, NUL bytes, or bytes that are neither UTF-8 nor in a declared
+    charset and read like noise in Windows-1252 (control characters, or
+    mostly non-ASCII letters, where Latin-1 prose has a few accents)."""
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return f"{what}, not text"
+    if b"\x00" in head:
+        return "binary data (NUL bytes), not text"
+    try:
+        head.decode("utf-8")
+        return None
+    except UnicodeDecodeError as e:
+        if e.start > len(head) - 4:
+            return None  # a character cut by the 64 KiB read
+    m = _CHARSET.search(head[:4096])
+    if m:
+        import codecs
+
+        try:
+            codecs.lookup(m.group(1).decode("ascii"))
+            return None
+        except LookupError:
+            pass
+    text = head.decode("cp1252", errors="replace")
+    controls = sum(c < " " and c not in "\t\n\r\f" or c == "\ufffd" for c in text)
+    foreign = sum(c > "\x7f" for c in text)
+    if controls > len(text) / 100 or foreign > len(text) * 0.3:
+        return "not UTF-8 text and no charset declared (it reads as noise)"
+    return None
 
 
 def cmd_publish(args: argparse.Namespace, settings: config.Settings) -> int:

@@ -9,10 +9,11 @@ A list is a TOML array, or comma-separated in the environment:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,35 @@ def _check(settings: Settings) -> Settings:
     return settings
 
 
+def closest(word: str, names: Iterable[str]) -> str | None:
+    """The name ``word`` was most likely meant to be (a typo), if any is close."""
+    found = difflib.get_close_matches(word, list(names), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _did_you_mean(name: str) -> str:
+    guess = closest(name, _FIELDS)
+    return f" (did you mean {guess}?)" if guess else ""
+
+
+# AGGREGATOR_* variables that are not settings but are read on purpose
+OTHER_ENV = frozenset({"CONFIG", "FUZZ_CORPUS", "FUZZ_SCALE"})
+
+
+def env_warnings(env: Mapping[str, str] | None = None) -> list[str]:
+    """One line for each ``AGGREGATOR_*`` variable that names no setting (a
+    typo would otherwise be ignored without a word), with the closest name."""
+    env = os.environ if env is None else env
+    known = {n.upper() for n in _FIELDS} | OTHER_ENV
+    out = []
+    for name in sorted(k for k in env if k.startswith(ENV_PREFIX)
+                       and k[len(ENV_PREFIX):] not in known):
+        guess = closest(name[len(ENV_PREFIX):].upper(), known)
+        out.append(f"${name} is not a setting; ignored"
+                   + (f" (did you mean ${ENV_PREFIX}{guess}?)" if guess else ""))
+    return out
+
+
 def read_file(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
@@ -159,7 +189,8 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {e}") from e
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
-        raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+        raise ConfigError(f"{path}: unknown setting(s): "
+                          + ", ".join(name + _did_you_mean(name) for name in unknown))
     base = path.parent
     out = {k: _coerce(k, v, str(path)) for k, v in data.items()}
     # relative paths in a config file are relative to the file
@@ -191,6 +222,6 @@ def load(
     for name, value in (flags or {}).items():
         if value is not None:
             if name not in _FIELDS:
-                raise ConfigError(f"unknown setting: {name}")
+                raise ConfigError(f"unknown setting: {name}{_did_you_mean(name)}")
             values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
     return _check(Settings(**values))

@@ -19,12 +19,15 @@ import re
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+import xml.parsers.expat as expat
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
+from xml.sax.saxutils import escape as xml_escape
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
@@ -266,11 +269,16 @@ def to_bytes(root: ET.Element) -> bytes:
 
 
 def write(path: Path, root: ET.Element) -> None:
+    """Replace ``path`` atomically with ``root`` written anew."""
+    write_bytes(path, to_bytes(root))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` atomically (temp file in the same directory, fsync, rename)."""
-    data = to_bytes(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -281,8 +289,10 @@ def write(path: Path, root: ET.Element) -> None:
             os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise OPMLError(f"cannot write {path}: {e.strerror}") from e
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        where = f" (its directory {path.parent} is not writable)" if tmp is None else ""
+        raise OPMLError(f"cannot write {path}: {e.strerror or e}{where}") from e
 
 
 def lock_path(path: Path) -> Path:
@@ -298,8 +308,11 @@ def _open_lock(lock: Path) -> int:
     flags = os.O_CLOEXEC | os.O_NOFOLLOW
     try:
         return os.open(lock, os.O_RDWR | os.O_CREAT | flags, 0o644)
-    except PermissionError:  # another user's lock file: reading it is enough for flock
-        return os.open(lock, os.O_RDONLY | flags)
+    except PermissionError as denied:  # another user's lock file: reading it is enough
+        try:
+            return os.open(lock, os.O_RDONLY | flags)
+        except FileNotFoundError:  # no lock file, and none may be made: say why
+            raise denied from None
 
 
 @contextmanager
@@ -315,7 +328,8 @@ def locked(path: Path, timeout: float | None = None) -> Iterator[None]:
     except OSError as e:
         if lock.is_symlink():
             raise OPMLError(f"cannot lock {path}: {lock} is a symlink; remove it") from e
-        raise OPMLError(f"cannot lock {path}: {e.strerror} ({lock})") from e
+        raise OPMLError(f"cannot write {path}: cannot create its lock file {lock}: "
+                        f"{e.strerror or e}") from e
     try:
         _acquire(fd, path, LOCK_TIMEOUT if timeout is None else timeout)
         yield
@@ -348,15 +362,38 @@ def _acquire(fd: int, path: Path, timeout: float) -> None:
             delay = min(delay * 2, 0.1)
 
 
-def edit(path: Path, change: Callable[[ET.Element], T]) -> T:
-    """Read, change and write ``path`` under its lock: ``change`` edits the tree
-    in place and returns a true value when there is something to write."""
+def load_document(path: Path) -> Document:
+    if not path.exists():
+        return Document(None, str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise OPMLError(f"cannot read {path}: {e.strerror}") from e
+    return Document(data, str(path))
+
+
+def edit_document(path: Path, change: Callable[[Document], T]) -> T:
+    """Read, change and write ``path`` under its lock: ``change`` edits the
+    document in place and returns a true value when there is something to write.
+    The file keeps its formatting: see ``Document``."""
     with locked(path):
-        tree = load_tree(path)
-        result = change(tree)
+        doc = load_document(path)
+        result = change(doc)
         if result:
-            write(path, tree)
+            write_bytes(path, doc.to_bytes())
     return result
+
+
+def edit(path: Path, change: Callable[[ET.Element], T]) -> T:
+    """``edit_document`` for a change made on the tree (the file is written anew)."""
+
+    def on_tree(doc: Document) -> T:
+        result = change(doc.root)
+        if result:
+            doc.data = None
+        return result
+
+    return edit_document(path, on_tree)
 
 
 def build(subs: Iterable[Subscription], title: str = "aggregator subscriptions") -> ET.Element:
@@ -387,16 +424,41 @@ def _outlines(root: ET.Element) -> Iterator[tuple[ET.Element, ET.Element]]:
                 yield parent, child
 
 
+def url_key(url: str) -> str:
+    """A URL as compared for "is this the same feed": surrounding whitespace
+    dropped, scheme and host lower-case (they are case-insensitive; the path
+    and query are not, so they are kept as written)."""
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = userinfo + at + hostport.lower()
+    return parts._replace(scheme=parts.scheme.lower(), netloc=netloc).geturl()
+
+
+def _name_key(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
 def add(root: ET.Element, sub: Subscription, *, present: set[str] | None = None) -> bool:
-    """Add ``sub`` unless its URL is already there; True when added. ``present``:
-    the URLs already in ``root``, kept up to date (``merge`` passes one, so a long
-    list is not searched once per feed)."""
+    """Add ``sub`` unless its URL (compared as ``url_key`` does) is already there;
+    True when added. ``present``: the ``url_key``s already in ``root``, kept up to
+    date (``merge`` passes one, so a long list is not searched once per feed)."""
     if present is None:
-        present = {_url(o) for _, o in _outlines(root)}
-    if sub.url in present:
+        present = {url_key(_url(o)) for _, o in _outlines(root)}
+    key = url_key(sub.url)
+    if key in present:
         return False
     body = root.find("body")
     assert body is not None
+    ET.SubElement(_folder(body, sub.category), "outline", _attrs(sub))
+    present.add(key)
+    return True
+
+
+def _attrs(sub: Subscription) -> dict[str, str]:
     name = sub.title or sub.url
     attrs = {"type": "rss", "text": name, "title": name, "xmlUrl": sub.url}
     if sub.html_url:
@@ -405,15 +467,29 @@ def add(root: ET.Element, sub: Subscription, *, present: set[str] | None = None)
         attrs[FETCH_ARTICLES_ATTR] = "true" if sub.fetch_articles else "false"
     if sub.private:
         attrs[PRIVATE_ATTR] = "true"
-    ET.SubElement(_folder(body, sub.category), "outline", attrs)
-    present.add(sub.url)
-    return True
+    return attrs
+
+
+def find(root: ET.Element, key: str) -> list[str]:
+    """The URLs of the feeds ``key`` names: its URL (scheme and host in any case,
+    whitespace around it ignored) or else its title (case and spacing ignored)."""
+    urls = [_url(o) for _, o in _outlines(root)]
+    wanted = url_key(key)
+    by_url = [u for u in urls if url_key(u) == wanted]
+    if by_url:
+        return list(dict.fromkeys(by_url))
+    name = _name_key(key)
+    return list(dict.fromkeys(
+        _url(o) for _, o in _outlines(root)
+        if name and name in {_name_key(o.get("title") or ""), _name_key(o.get("text") or "")}))
 
 
 def remove(root: ET.Element, url: str) -> bool:
+    """Remove every outline of ``url`` (compared as ``url_key`` does)."""
     found = False
+    key = url_key(url)
     for parent, outline in list(_outlines(root)):
-        if _url(outline) == url:
+        if url_key(_url(outline)) == key:
             parent.remove(outline)
             found = True
     return found
@@ -436,5 +512,188 @@ def rename(root: ET.Element, old: str, new: str) -> bool:
 
 def merge(root: ET.Element, subs: Iterable[Subscription]) -> list[Subscription]:
     """Add every new subscription; returns those added."""
-    present = {_url(o) for _, o in _outlines(root)}
+    present = {url_key(_url(o)) for _, o in _outlines(root)}
     return [s for s in subs if add(root, s, present=present)]
+
+
+# --- editing the file as text --------------------------------------------------------
+
+MERGE_AS_TEXT = 50  # a longer import is written anew: each text edit re-reads the file
+
+
+class Document:
+    """feeds.opml as its bytes and its tree. An edit changes both: the bytes by
+    inserting or cutting whole lines, so the file keeps its formatting,
+    comments and quoting, and a ``git diff`` after ``add`` shows one new line.
+    Where the bytes can't be edited that way (a folder with no outline in it
+    yet, outlines sharing one line, a UTF-16 file) the file is written anew
+    from the tree, as ``to_bytes`` does."""
+
+    def __init__(self, data: bytes | None, source: str = "OPML") -> None:
+        self.root = parse_bytes(data, source) if data is not None else new_document()
+        self.data = data  # None: write the tree anew
+
+    def to_bytes(self) -> bytes:
+        return self.data if self.data is not None else to_bytes(self.root)
+
+    def add(self, sub: Subscription) -> bool:
+        if not add(self.root, sub):
+            return False
+        if self.data is not None:
+            self.data = self._checked(_insert_text(self.data, sub))
+        return True
+
+    def merge(self, subs: Iterable[Subscription]) -> list[Subscription]:
+        subs = list(subs)
+        if len(subs) <= MERGE_AS_TEXT:
+            return [s for s in subs if self.add(s)]
+        added = merge(self.root, subs)  # a long list: one tree edit, written anew
+        if added:
+            self.data = None
+        return added
+
+    def find(self, key: str) -> list[str]:
+        return find(self.root, key)
+
+    def remove(self, url: str) -> bool:
+        if not remove(self.root, url):
+            return False
+        if self.data is not None:
+            self.data = self._checked(_cut_text(self.data, url_key(url)))
+        return True
+
+    def _checked(self, data: bytes | None) -> bytes | None:
+        """The edited bytes if they say what the tree says, else None."""
+        if data is None:
+            return None
+        try:
+            same = subscriptions(parse_bytes(data)) == subscriptions(self.root)
+        except OPMLError:
+            return None
+        return data if same else None
+
+
+@dataclass
+class _Span:
+    """Where an element sits in the bytes: ``start`` at its ``<``, ``end`` just
+    after its end tag (or its ``/>``)."""
+
+    tag: str
+    attrs: dict[str, str]
+    start: int
+    end: int = -1
+    children: list[_Span] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return (self.attrs.get("xmlUrl") or self.attrs.get("xmlurl") or "").strip()
+
+
+def _spans(data: bytes) -> _Span | None:
+    """The element tree with byte positions (expat reports them; ElementTree
+    doesn't). ``data`` has been through ``parse_bytes`` already, which refuses
+    entities, so this second parse expands nothing."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
+        return None  # UTF-16: byte positions of ASCII text don't hold
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    stack: list[_Span] = []
+    top: list[_Span] = []
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        span = _Span(tag, attrs, parser.CurrentByteIndex)
+        (stack[-1].children if stack else top).append(span)
+        stack.append(span)
+
+    def end(tag: str) -> None:
+        span = stack.pop()
+        at = parser.CurrentByteIndex
+        # expat reports an end tag at its "</", an empty element's end after its "/>"
+        span.end = data.index(b">", at) + 1 if data.startswith(b"</", at) else at
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    try:
+        parser.Parse(data, True)
+    except (expat.ExpatError, ValueError):
+        return None
+    return top[0] if top else None
+
+
+def _encoding(data: bytes) -> str:
+    m = re.match(rb"\s*<\?xml[^>]*encoding\s*=\s*[\"']([A-Za-z0-9._-]+)", data)
+    return m.group(1).decode("ascii").lower() if m else "utf-8"
+
+
+def _indent(data: bytes, at: int) -> bytes | None:
+    """The whitespace before ``at`` on its line; None when text precedes it."""
+    line = data.rfind(b"\n", 0, at) + 1
+    lead = data[line:at]
+    return lead if not lead.strip() else None
+
+
+def _escape(value: str) -> str:
+    return xml_escape(value, {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"})
+
+
+def _insert_text(data: bytes, sub: Subscription) -> bytes | None:
+    """``data`` with ``sub``'s outline on a new line after the last outline of
+    its folder (and the folders it needs, indented like their siblings)."""
+    root = _spans(data)
+    body = next((c for c in root.children if c.tag == "body"), None) if root else None
+    if body is None:
+        return None
+    node, parts = body, [p.strip() for p in (sub.category or "").split("/") if p.strip()]
+    while parts:
+        folder = next((c for c in node.children if c.tag == "outline" and not c.url
+                       and (c.attrs.get("title") or c.attrs.get("text")) == parts[0]), None)
+        if folder is None:
+            break
+        node, parts = folder, parts[1:]
+    if not node.children:
+        return None
+    last = node.children[-1]
+    indent, outer = _indent(data, last.start), _indent(data, node.start)
+    if indent is None or outer is None:
+        return None
+    step = indent[len(outer):] if indent.startswith(outer) and indent != outer else b"  "
+    close = b" />" if data[last.end - 3:last.end] == b" />" else b"/>"
+    newline = b"\r\n" if b"\r\n" in data else b"\n"
+    charset = _encoding(data)
+    codec = "utf-8" if charset in ("utf-8", "utf8") else "ascii"
+
+    def line(depth: int, text: str) -> bytes:
+        return indent + step * depth + text.encode(codec, "xmlcharrefreplace")
+
+    lines = [line(i, f'<outline text="{_escape(p)}" title="{_escape(p)}">')
+             for i, p in enumerate(parts)]
+    attrs = " ".join(f'{k}="{_escape(v)}"' for k, v in _attrs(sub).items())
+    lines.append(line(len(parts), f"<outline {attrs}") + close)
+    lines += [line(i, "</outline>") for i in reversed(range(len(parts)))]
+    return data[:last.end] + newline + newline.join(lines) + data[last.end:]
+
+
+def _cut_text(data: bytes, key: str) -> bytes | None:
+    """``data`` without the outlines of the feed ``key``, each with its line."""
+    root = _spans(data)
+    if root is None:
+        return None
+    found: list[_Span] = []
+
+    def walk(span: _Span) -> None:
+        for child in span.children:
+            if child.tag == "outline" and child.url and url_key(child.url) == key:
+                found.append(child)  # its children (if any) go with it
+            else:
+                walk(child)
+
+    walk(root)
+    for span in sorted(found, key=lambda s: s.start, reverse=True):
+        start, end = span.start, span.end
+        lead = _indent(data, start)
+        rest = len(data[end:]) - len(data[end:].lstrip(b" \t"))
+        if lead is not None and data[end + rest:end + rest + 1] in (b"\n", b"\r"):
+            start -= len(lead)
+            end += rest + (2 if data[end + rest:end + rest + 2] == b"\r\n" else 1)
+        data = data[:start] + data[end:]
+    return data
