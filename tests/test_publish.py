@@ -43,6 +43,7 @@ ATOM = "{http://www.w3.org/2005/Atom}"
 NOW = datetime(2025, 5, 11, 12, 0, tzinfo=UTC)
 BASE = "http://news.example.org/agg/"
 FEED_FILES = ("rss.xml", "atom.xml", "feed.json")
+CATEGORY_FILES = (*FEED_FILES, "index.html")  # each category's feeds and its page
 
 
 # ----------------------------------------------------------------------------- builders
@@ -210,7 +211,9 @@ def validate_all(out: Path, base: str = BASE) -> list[Path]:
     validate_rss(out / "rss.xml", base)
     validate_atom(out / "atom.xml", base)
     validate_json_feed(out / "feed.json", base)
+    pages = [out / "index.html"]
     for d in sorted((out / "category").iterdir()) if (out / "category").is_dir() else []:
+        pages.append(d / "index.html")
         cat_base = f"{base}category/{d.name}/"
         validate_rss(d / "rss.xml", cat_base)
         validate_atom(d / "atom.xml", cat_base)
@@ -222,7 +225,7 @@ def validate_all(out: Path, base: str = BASE) -> list[Path]:
         assert outline.get("text")
         if outline.get("type") == "rss":
             assert safe_url(outline.get("xmlUrl")) == outline.get("xmlUrl")
-    return [out / "index.html"]
+    return pages
 
 
 def w3c_feedvalidator(path: Path, url: str, content_type: str) -> list[str]:
@@ -266,10 +269,11 @@ def test_every_output_is_valid(tmp_path: Path) -> None:
             "feed.json",
             "feeds.opml",
             "index.html",
-            *(f"category/{c}/{f}" for c in ("tech", "world") for f in FEED_FILES),
+            *(f"category/{c}/{f}" for c in ("tech", "world") for f in CATEGORY_FILES),
         ]
     )
     pages = validate_all(tmp_path)
+    assert len(pages) == 3  # the site's page and one per category
     assert vnu_errors(pages) == []
 
 
@@ -413,10 +417,11 @@ def test_page_shows_each_story_like_a_news_page(tmp_path: Path) -> None:
     assert f"style-src 'sha256-{base64.b64encode(hashlib.sha256(style).digest()).decode()}'" in csp
     articles = page.findall(".//article")
     excerpt, full, bare = articles
-    # newest first: 0h, 19h, 50h (2d) ago
+    # newest first: 0h, 19h, 50h before NOW, written out in UTC (no "19h ago": the file
+    # would change with the clock)
     assert full.find("h2/a").get("href") == "https://www.bbc.co.uk/news/articles/19"
     assert full.findtext("h2/a") == "Story number 19"
-    assert full.find("p[@class='meta']").text_content() == "BBC News · 19h ago"
+    assert full.find("p[@class='meta']").text_content() == "BBC News · 10 May 2025, 17:00 UTC"
     assert full.find("p[@class='meta']/time").get("datetime") == "2025-05-10T17:00:00Z"
     assert [h.text for h in full.findall("h3")] == ["Context", "Dive deeper"]
     assert full.findall("p")[1].text == "Context sentence one of story 19. Context sentence two."
@@ -425,11 +430,11 @@ def test_page_shows_each_story_like_a_news_page(tmp_path: Path) -> None:
         "Second point.",
         "Third point.",
     ]
-    assert excerpt.find("p[@class='meta']").text_content() == "BBC News · just now"
+    assert excerpt.find("p[@class='meta']").text_content() == "BBC News · 11 May 2025, 12:00 UTC"
     assert excerpt.findall("p")[1].text.startswith("Only the article text.")
     assert excerpt.findall("p")[1].text.endswith("…")
     assert bare.find("h2/a") is None and bare.findtext("h2") == "Story number 50"
-    assert bare.find("p[@class='meta']").text_content() == "BBC News · 2d ago"
+    assert bare.find("p[@class='meta']").text_content() == "BBC News · 9 May 2025, 10:00 UTC"
     assert bare.findtext("p[@class='none']") == "No summary available."
     # Feed links, and a link to each category's three feeds.
     hrefs = {a.get("href") for a in page.iter("a")}
@@ -504,7 +509,7 @@ def test_unchanged_output_is_not_rewritten(tmp_path: Path) -> None:
             "atom.xml",
             "feed.json",
             "index.html",
-            *(f"category/tech/{f}" for f in FEED_FILES),
+            *(f"category/tech/{f}" for f in CATEGORY_FILES),
         ]
     )
     assert (tmp_path / "category/world/rss.xml").stat().st_mtime_ns == before[
