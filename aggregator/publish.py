@@ -566,8 +566,8 @@ def empty_reason(counts: FeedCounts | None) -> tuple[str, str | None]:
     "aggregator feeds"). ("", None) when the counts are not known."""
     if counts is None:
         return "", None
-    if counts.feeds == 0:
-        return "no feeds subscribed", "aggregator add URL"
+    if counts.feeds == 0:  # none subscribed, or feeds.opml not read into the database yet
+        return "no feeds in the database", "aggregator update"
     parts = [_plural(counts.feeds, "feed")]
     if counts.unpolled:
         parts.append("none polled yet" if counts.unpolled == counts.feeds
