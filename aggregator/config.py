@@ -60,7 +60,7 @@ class Settings:
     # publishing
     publish: bool = True
     title: str = "aggregator"
-    base_url: str = "http://127.0.0.1:8080/"
+    base_url: str = ""  # public URL of `output`; unset: public_url(host, port)
     max_entries: int = 100
     category_max_entries: int = 30  # per category feed
     # serving
@@ -135,6 +135,8 @@ def _check(settings: Settings) -> Settings:
         problems.append("jitter must be between 0 and 1")
     if settings.max_bytes < 1024:
         problems.append("max_bytes must be at least 1024")
+    if not settings.base_url:
+        settings = settings.replace(base_url=public_url(settings.host, settings.port))
     if not settings.base_url.startswith(("http://", "https://")):
         problems.append("base_url must be an http(s) URL")
     try:
@@ -175,6 +177,21 @@ def env_warnings(env: Mapping[str, str] | None = None) -> list[str]:
         out.append(f"${name} is not a setting; ignored"
                    + (f" (did you mean ${ENV_PREFIX}{guess}?)" if guess else ""))
     return out
+
+
+def public_url(host: str, port: int) -> str:
+    """The address of the built-in server, for the self links when ``base_url`` is not
+    set: ``http://{host}:{port}/``. A wildcard listen address is no address to visit, so
+    ``0.0.0.0`` (or empty) stands for 127.0.0.1 and ``::`` for [::1]; an IPv6 literal is
+    bracketed; port 80 is left out."""
+    host = host.strip().strip("[]")
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}/" if port == 80 else f"http://{host}:{port}/"
 
 
 def read_file(path: Path) -> dict[str, Any]:

@@ -155,6 +155,9 @@ class Daemon:
         self._failing_since: datetime | None = None  # every feed polled since then failed
         self._started = utcnow()
         self.store = Store(settings.db)  # opened first: a bad database stops us before READY
+        # /healthz starts from what the database knows, as `aggregator serve`'s does: a
+        # restart does not forget the last successful update.
+        self._last_ok = self.store.status()["last_success"]
         self.fetcher = make_fetcher(settings)
         self._retired: list[Fetcher] = []  # replaced on reload, closed at exit
         self.scheduler = BackgroundScheduler(

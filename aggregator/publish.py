@@ -1,15 +1,20 @@
 """Stored entries -> the published files.
 
     entries ──> _Item views (escaped text, checked links, dates)
-            ──> rss.xml  atom.xml  feed.json  index.html          (all entries)
-            ──> category/<slug>/{rss.xml,atom.xml,feed.json}        (one set per category)
+            ──> rss.xml  atom.xml  feed.json  index.html                    (all entries)
+            ──> category/<slug>/{rss.xml,atom.xml,feed.json,index.html}      (one set per category)
     subscriptions ──> feeds.opml
 
-Every output is a pure function of the arguments (no clock read unless ``now`` is left out,
-and ``now`` only shows in the page's "3h ago" labels and in the date of an empty feed), so
-the same entries give byte-identical files. A file is rewritten only when its bytes change,
-which keeps ETags and Last-Modified stable, and always atomically (temp file in the same
-directory, fsync, rename), so a reader never sees half a file.
+A folder's feeds and page hold its subfolders' entries too: ``World`` shows ``World /
+Europe``'s stories beside its own (a subfolder also gets its own set).
+
+Every output is a pure function of the arguments and never reads the clock, so the same
+database gives byte-identical files: a feed is dated by its newest entry, an empty one by
+the stable date its caller knows (its newest item ever, or when its category appeared;
+``publish_from_store`` asks the database), and the page writes dates out in UTC
+("11 May 2025, 09:30 UTC") instead of "3h ago". A file is rewritten only when its bytes
+change, which keeps ETags and Last-Modified stable, and always atomically (temp file in the
+same directory, fsync, rename), so a reader never sees half a file.
 
 Safety: every piece of text is escaped by the serialiser (lxml, Jinja2 autoescape, json);
 markup in one-line fields (titles, names, categories) is stripped to its text, because many
@@ -41,6 +46,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import jinja2
@@ -49,9 +55,14 @@ from lxml import etree
 from markupsafe import Markup, escape
 
 from aggregator import __version__
+from aggregator.config import public_url
 from aggregator.errors import PublishError
 from aggregator.opml import is_private, reveals
 from aggregator.types import Entry, Subscription
+
+if TYPE_CHECKING:
+    from aggregator.config import Settings
+    from aggregator.store import Store
 
 log = logging.getLogger("aggregator.publish")
 
@@ -62,6 +73,10 @@ JSONFEED_VERSION = "https://jsonfeed.org/version/1.1"
 RSS_DOCS = "https://www.rssboard.org/rss-specification"
 GENERATOR = "aggregator"
 FEED_FILES = ("rss.xml", "atom.xml", "feed.json")
+PAGE = "index.html"
+SUBFOLDER = " / "  # how opml.py joins nested folder names: "World / Europe"
+# The date of an empty feed when nothing dates it (no feed was ever subscribed).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TEMPLATES = Path(__file__).with_name("templates")
 
 # Entry ids are uuid5(namespace, feed_url + "\n" + key): never change this constant, or every
@@ -202,19 +217,14 @@ def rfc822(value: datetime) -> str:
     return format_datetime(_utc(value), usegmt=True)
 
 
-def age(value: datetime, now: datetime) -> str:
-    """ "19h ago" as a news page says it; dates over a month old are written out."""
-    seconds = (_utc(now) - _utc(value)).total_seconds()
-    if seconds < 60:
-        return "just now"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m ago"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)}h ago"
-    if seconds < 30 * 86400:
-        return f"{int(seconds // 86400)}d ago"
+def dateline(value: datetime) -> str:
+    """ "11 May 2025, 09:30 UTC": the page's date of a story. Written out, not "3h ago",
+    so that the page stays the same file for as long as its stories do."""
     v = _utc(value)
-    return f"{v.day} {v.strftime('%b')} {v.year}"
+    return f"{v.day} {_MONTHS[v.month - 1]} {v.year}, {v.hour:02d}:{v.minute:02d} UTC"
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def _excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -335,9 +345,10 @@ def _common_language(items: Sequence[_Item]) -> str | None:
 
 
 def _feed(items: Sequence[_Item], title: str, description: str, home: str, base: str,
-          ttl: int, now: datetime) -> _Feed:  # fmt: skip
-    # Entries decide the date, not the clock, so unchanged entries give an unchanged file.
-    updated = max((i.updated for i in items), default=_utc(now))
+          ttl: int, empty_date: datetime) -> _Feed:  # fmt: skip
+    # Entries decide the date, not the clock, so unchanged entries give an unchanged file;
+    # an empty feed takes the stable date its caller found (see publish()).
+    updated = max((i.updated for i in items), default=_utc(empty_date))
     feed_id = f"urn:uuid:{uuid.uuid5(_ID_NAMESPACE, 'feed:' + base)}"
     return _Feed(title, description, home, base, feed_id, ttl, updated, _common_language(items))
 
@@ -533,19 +544,66 @@ def _style() -> tuple[Markup, str]:
     return Markup(css), "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
 
 
+@dataclass(frozen=True)
+class FeedCounts:
+    """How the subscriptions of a page stand: said on a page with no story yet."""
+
+    feeds: int = 0
+    failing: int = 0  # the last fetch failed (or the feed is gone)
+    unpolled: int = 0  # never fetched yet
+
+    def __add__(self, other: FeedCounts) -> FeedCounts:
+        return FeedCounts(self.feeds + other.feeds, self.failing + other.failing,
+                          self.unpolled + other.unpolled)  # fmt: skip
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def empty_reason(counts: FeedCounts | None) -> tuple[str, str | None]:
+    """Why a page has no story, and the command that shows more: ("9 feeds, 9 failing",
+    "aggregator feeds"). ("", None) when the counts are not known."""
+    if counts is None:
+        return "", None
+    if counts.feeds == 0:  # none subscribed, or feeds.opml not read into the database yet
+        return "no feeds in the database", "aggregator update"
+    parts = [_plural(counts.feeds, "feed")]
+    if counts.unpolled:
+        parts.append("none polled yet" if counts.unpolled == counts.feeds
+                     else f"{counts.unpolled} not polled yet")  # fmt: skip
+    if counts.unpolled < counts.feeds:
+        parts.append(f"{counts.failing} failing")
+    command = "aggregator update" if counts.unpolled == counts.feeds else "aggregator feeds"
+    return ", ".join(parts), command
+
+
 def render_page(
-    items: Sequence[_Item], categories: Sequence[Mapping[str, object]], *, title: str, now: datetime
+    items: Sequence[_Item],
+    categories: Sequence[Mapping[str, object]],
+    *,
+    title: str,
+    site_title: str | None = None,
+    root: str = "",
+    current: str | None = None,
+    includes: Sequence[str] = (),
+    counts: FeedCounts | None = None,
 ) -> bytes:
+    """The news page of the whole site (``root`` "") or of one category (``current``, its
+    slug; ``root`` "../../"): the same template, links relative to the page."""
     css, css_hash = _style()
     csp = (
         f"default-src 'none'; style-src {css_hash}; img-src 'none'; "
         "base-uri 'none'; form-action 'none'"
     )
     stories = [
-        {"item": i, "age": age(i.published, now), "iso": rfc3339(i.published)} for i in items
+        {"item": i, "when": dateline(i.published), "iso": rfc3339(i.published)} for i in items
     ]
+    reason, command = empty_reason(counts) if not items else ("", None)
     page = _environment().get_template("index.html")
-    text = page.render(title=title, css=css, csp=csp, stories=stories, categories=categories)
+    text = page.render(title=title, site_title=site_title or title, css=css, csp=csp,
+                       stories=stories, categories=categories, root=root, current=current,
+                       includes=includes, empty_reason=reason, empty_command=command)  # fmt: skip
     return text.encode("utf-8")
 
 
@@ -648,7 +706,7 @@ def _remove_stale_categories(out_dir: Path, keep: set[str]) -> list[Path]:
     for d in root.iterdir():
         if d.name in keep or not d.is_dir():
             continue
-        for name in FEED_FILES:
+        for name in (*FEED_FILES, PAGE):
             p = d / name
             if p.exists():
                 p.unlink()
@@ -663,6 +721,18 @@ def _remove_stale_categories(out_dir: Path, keep: set[str]) -> list[Path]:
 # ----------------------------------------------------------------------------- entry point
 
 
+def folder_members(names: Iterable[str]) -> dict[str, set[str]]:
+    """Every folder, its parents included (``World`` for ``World / Europe``, even when no
+    feed sits in ``World`` itself) -> the categories whose entries it shows: itself and
+    every subfolder below it."""
+    folders: set[str] = set()
+    for name in names:
+        parts = name.split(SUBFOLDER)
+        folders.update(SUBFOLDER.join(parts[:n]) for n in range(1, len(parts) + 1))
+    folders.discard("")
+    return {f: {n for n in folders if n == f or n.startswith(f + SUBFOLDER)} for f in folders}
+
+
 def publish(
     entries: Sequence[Entry],
     out_dir: Path,
@@ -674,17 +744,26 @@ def publish(
     description: str | None = None,
     ttl_minutes: int = 30,
     max_entries: int = 100,
+    category_max_entries: int | None = None,
+    dates: Mapping[str, datetime] | None = None,
+    counts: Mapping[str, FeedCounts] | None = None,
     now: datetime | None = None,
 ) -> list[Path]:
     """Write every output file into ``out_dir``; return the files that changed.
 
     ``entries`` are the newest entries (sorted newest-first and cut to ``max_entries`` here
     too). Category feeds hold, per category, ``category_entries[name]`` when given (so a
-    quiet category still gets its own newest ``max_entries``), else the entries of
-    ``entries`` whose ``category`` is that name. Categories are the union of the
-    subscriptions' categories, the entries' and the mapping's keys.
+    quiet category still gets its own newest ``category_max_entries``), else the entries of
+    ``entries`` whose ``category`` is that name; a folder's feeds also hold its subfolders'
+    entries. Categories are the union of the subscriptions' categories, the entries', the
+    mapping's keys and their parent folders.
+
+    ``dates``: per category ("" for feeds without one), the date of its feeds when they
+    have no entry, e.g. its newest item ever or when it appeared; the main feed takes the
+    newest of them. Without one, ``now`` when given (a caller without a database), else
+    1970-01-01: never the clock, so that an empty feed stays the same file.
+    ``counts``: per category (""), how its feeds stand, said on a page with no story.
     """
-    now = now or datetime.now(UTC)
     base = safe_url(base_url) or "http://127.0.0.1:8080/"
     if not base.endswith("/"):
         base += "/"
@@ -692,57 +771,83 @@ def publish(
     description = (
         clean_text(description) or f"{title}: the newest stories from every source, summarised"
     )
+    per_category = max_entries if category_max_entries is None else category_max_entries
     env = _environment()
     views: dict[int, _Item] = {}
 
-    def select(es: Iterable[Entry]) -> list[_Item]:
-        """The newest ``max_entries``, each entry once (one id twice makes a feed invalid)."""
-        out: list[_Item] = []
+    def select(es: Iterable[Entry], limit: int = max_entries) -> list[Entry]:
+        """The newest ``limit``, each entry once (one id twice makes a feed invalid)."""
+        out: list[Entry] = []
         seen: set[str] = set()
         for e in newest_first(es):
-            if len(out) >= max_entries:
+            if len(out) >= limit:
                 break
             if id(e) not in views:
                 views[id(e)] = _item(e, env)
-            item = views[id(e)]
-            if item.id not in seen:
-                seen.add(item.id)
-                out.append(item)
+            item_id = views[id(e)].id
+            if item_id not in seen:
+                seen.add(item_id)
+                out.append(e)
         return out
 
-    main = select(entries)
-    by_category: dict[str, list[_Item]] = {}
+    main_entries = select(entries)
+    main = [views[id(e)] for e in main_entries]
     names = {clean_text(s.category) for s in subscriptions} | {i.category or "" for i in main}
+    grouped: dict[str, list[Entry]] = {}
     if category_entries is not None:
-        names |= {clean_text(k) for k in category_entries}
-        grouped: dict[str, list[Entry]] = {}
         for name, es in category_entries.items():
             grouped.setdefault(clean_text(name), []).extend(es)
-        by_category = {name: select(es) for name, es in grouped.items()}
+        names |= set(grouped)
+    mapped = set(grouped)
+    for e, i in zip(main_entries, main, strict=True):  # a category the mapping leaves out
+        if i.category and i.category not in mapped:
+            grouped.setdefault(i.category, []).append(e)
     names.discard("")
-    for name in names:
-        if name not in by_category:
-            by_category[name] = [i for i in main if i.category == name]
-    slugs = category_slugs(names)
+    members = folder_members(names)
+    by_category: dict[str, list[_Item]] = {}
+    for name, inside in members.items():
+        chosen = select((e for m in sorted(inside) for e in grouped.get(m, ())), per_category)
+        by_category[name] = [views[id(e)] for e in chosen]
+    slugs = category_slugs(members)
 
+    known = {clean_text(k): _utc(v) for k, v in (dates or {}).items()}
+    fallback = max(known.values(), default=_utc(now) if now else EPOCH)
+    tally = {clean_text(k): v for k, v in counts.items()} if counts is not None else None
+
+    def stable_date(inside: Iterable[str]) -> datetime:
+        return max((known[m] for m in inside if m in known), default=fallback)
+
+    def counted(inside: Iterable[str]) -> FeedCounts | None:
+        if tally is None:
+            return None
+        return sum((tally[m] for m in inside if m in tally), FeedCounts())
+
+    order = sorted(slugs, key=lambda n: (n.casefold(), n))  # a folder before its subfolders
+    page_categories = [
+        {"name": name, "slug": slugs[name], "count": len(by_category[name])} for name in order
+    ]
     files: dict[Path, bytes] = {}
-    feed = _feed(main, title, description, base, base, ttl_minutes, now)
+    feed = _feed(main, title, description, base, base, ttl_minutes, fallback)
     files[out_dir / "rss.xml"] = render_rss(feed, main)
     files[out_dir / "atom.xml"] = render_atom(feed, main)
     files[out_dir / "feed.json"] = render_json_feed(feed, main)
     files[out_dir / "feeds.opml"] = render_opml(subscriptions, title)
-    page_categories = []
-    for name, slug in sorted(slugs.items(), key=lambda kv: kv[1]):
-        items = by_category[name]
+    files[out_dir / PAGE] = render_page(main, page_categories, title=title,
+                                        counts=counted(tally or ()))  # fmt: skip
+    for name in order:
+        slug, items, inside = slugs[name], by_category[name], members[name]
         cat_base = urljoin(base, f"category/{slug}/")
-        cat_feed = _feed(items, f"{title}: {name}", f"{description} ({name})", base, cat_base,
-                         ttl_minutes, now)  # fmt: skip
+        cat_title = f"{title}: {name}"
+        cat_feed = _feed(items, cat_title, f"{description} ({name})", base, cat_base,
+                         ttl_minutes, stable_date(inside))  # fmt: skip
         d = out_dir / "category" / slug
         files[d / "rss.xml"] = render_rss(cat_feed, items)
         files[d / "atom.xml"] = render_atom(cat_feed, items)
         files[d / "feed.json"] = render_json_feed(cat_feed, items)
-        page_categories.append({"name": name, "slug": slug, "count": len(items)})
-    files[out_dir / "index.html"] = render_page(main, page_categories, title=title, now=now)
+        files[d / PAGE] = render_page(
+            items, page_categories, title=cat_title, site_title=title, root="../../",
+            current=slug, includes=sorted(inside - {name}, key=str.casefold),
+            counts=counted(inside))
 
     changed = write_files(files)
     removed = _remove_stale_categories(out_dir, set(slugs.values()))
@@ -752,3 +857,30 @@ def publish(
         log.info("published %d entries in %s: %d files changed, %d removed",
                  len(main), out_dir, len(changed), len(removed))  # fmt: skip
     return changed
+
+
+def publish_from_store(settings: Settings, store: Store) -> list[Path]:
+    """Every output file from the database: the newest entries, each category's, and for
+    what has no entry the stable date and the feed counts its page states."""
+    entries = store.recent_entries(settings.max_entries)
+    categories = store.recent_by_category(settings.category_max_entries)
+    # Only a category with no entry of its own needs a date from the database (a folder
+    # whose subfolders have entries is dated by them: asking costs nothing then).
+    quiet = [c for c, es in categories.items() if not es]
+    if not entries:
+        quiet.append("")  # the main feed and the feeds without a folder
+    dates = store.category_dates(quiet) if quiet else {}
+    counts = {c: FeedCounts(*n) for c, n in store.feed_counts().items()}
+    return publish(
+        entries,
+        settings.output,
+        subscriptions=store.subscriptions(),
+        category_entries=categories,
+        base_url=settings.base_url or public_url(settings.host, settings.port),
+        title=settings.title,
+        ttl_minutes=int(settings.interval),
+        max_entries=settings.max_entries,
+        category_max_entries=settings.category_max_entries,
+        dates=dates,
+        counts=counts,
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -747,6 +747,36 @@ class Store:
                 "SELECT url, coalesce(title, feed_title), category, site_url, private FROM feeds "
                 "WHERE active = 1 ORDER BY category, coalesce(title, feed_title, url)")
         ]
+
+    def category_dates(self, categories: Iterable[str]) -> dict[str, datetime]:
+        """A stable date for each category ("" for feeds without one) that has nothing to
+        publish: its newest item ever (removed feeds' included), else when its first feed
+        was added. Categories no feed ever had are left out."""
+        wanted = sorted(set(categories))
+        out: dict[str, datetime] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                "SELECT coalesce(f.category, ''), "
+                "max((SELECT max(i.sort_date) FROM items i WHERE i.feed_id = f.id)), "
+                "min(f.added_at) "
+                f"FROM feeds f WHERE coalesce(f.category, '') IN ({marks}) GROUP BY 1", chunk)
+            for category, newest, added in rows:
+                when = from_iso(newest or added)
+                if when is not None:
+                    out[category] = when
+        return out
+
+    def feed_counts(self) -> dict[str, tuple[int, int, int]]:
+        """Per category ("" for feeds without one), its active feeds: (how many, how many
+        failing or gone, how many never polled)."""
+        return {
+            r[0]: (r[1], r[2] or 0, r[3] or 0)
+            for r in self.conn.execute(
+                "SELECT coalesce(category, ''), count(*), sum(state IN ('error', 'gone')), "
+                "sum(state = 'new') FROM feeds WHERE active = 1 GROUP BY 1")
+        }
 
     # --- status -------------------------------------------------------------------------
 

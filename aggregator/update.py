@@ -595,18 +595,7 @@ def summarize_pending(
 
 
 def publish_now(settings: Settings, store: Store, *, clock: Clock = utcnow) -> list[Path]:
-    """Write every output file from the database."""
-    from aggregator.publish import publish
+    """Write every output file from the database (no clock in them: ``clock`` is unused)."""
+    from aggregator.publish import publish_from_store
 
-    categories = store.recent_by_category(settings.category_max_entries)
-    return publish(
-        store.recent_entries(settings.max_entries),
-        settings.output,
-        subscriptions=store.subscriptions(),
-        category_entries=categories,
-        base_url=settings.base_url,
-        title=settings.title,
-        ttl_minutes=int(settings.interval),
-        max_entries=settings.max_entries,
-        now=clock(),
-    )
+    return publish_from_store(settings, store)

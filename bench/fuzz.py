@@ -119,9 +119,9 @@ def _date_problems(what: str, value: datetime | None, now: datetime) -> list[str
 
 # What our own templates write; anything else in a page or a feed's HTML is someone else's.
 PAGE_TAGS = frozenset("html head meta title link style body header h1 h2 h3 p a main article "
-                      "time ul li footer strong em".split())  # fmt: skip
+                      "time ul li footer strong em nav code".split())  # fmt: skip
 PAGE_ATTRIBUTES = frozenset("lang charset name content http-equiv rel type title href class "
-                            "datetime".split())  # fmt: skip
+                            "datetime aria-label aria-current".split())  # fmt: skip
 CONTENT_TAGS = frozenset("p strong em ul li a".split())
 # what nh3 lets through in an item's HTML must still be inert
 _ACTIVE_TAGS = frozenset("script iframe frame frameset object embed applet base form input "

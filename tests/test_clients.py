@@ -45,7 +45,7 @@ import feedparser
 import pytest
 from lxml import etree, html
 
-from aggregator.publish import age, clean_text, entry_id, safe_url
+from aggregator.publish import clean_text, dateline, entry_id, safe_url
 from aggregator.serve import ServerHandle, serve_in_thread
 from aggregator.store import Store
 from bench.farm import Farm
@@ -323,7 +323,7 @@ def _fragment(text: str) -> Any:
 def test_no_hostile_markup_is_active_in_any_output(site: Site) -> None:
     names = ["rss.xml", "atom.xml", "feed.json", "index.html", "feeds.opml"]
     files = [site.out / n for n in names] + sorted((site.out / "category").glob("*/*"))
-    assert len(files) == 8, "the hostile folder gives one category's three feeds"
+    assert len(files) == 9, "the hostile folder gives one category's three feeds and page"
     bodies = 0
     for path in files:
         raw, where = path.read_bytes(), str(path.relative_to(site.out))
@@ -614,17 +614,17 @@ def test_browser_shows_every_story_with_source_age_and_summary(site: Site, brows
     assert browser.title == PAGE_TITLE
     shown = _page_stories(browser)
     assert [x["title"] for x in shown] == [s.title for s in site.stories]  # newest first
-    before, after = site.published_between
     for s, x in zip(site.stories, shown, strict=True):
         assert x["visible"]
-        assert x["meta"] in {f"{s.source} · {age(s.published, t)}" for t in (before, after)}, x
+        # Dates written out in UTC: the page stays the same file while its stories do.
+        assert x["meta"] == f"{s.source} · {dateline(s.published)}", x
         assert x["href"] == s.url
         if SUMMARIES:
             assert _fold(x["context"]) == _fold(s.context), s.title
             assert [_fold(p) for p in x["points"]] == [_fold(p) for p in s.points], s.title
     farm_meta = [x["meta"] for x in shown if x["href"] and x["href"].startswith(site.farm.base)]
     assert len(farm_meta) == FARM_FEEDS * FARM_ITEMS
-    assert all(re.fullmatch(r"Farm \d+ · (\d+[mhd] ago|just now|\d+ \w{3} \d{4})", m)
+    assert all(re.fullmatch(r"Farm \d+ · \d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d UTC", m)
                for m in farm_meta), farm_meta
     assert browser.execute_script("return window.__dialogs") == []
     _screenshot(browser, "clients-index-desktop.png")
@@ -666,6 +666,39 @@ def test_browser_story_link_opens_the_original_article(site: Site, browser: Any)
     assert browser.find_element(By.TAG_NAME, "h1").text == story.stored_title
     assert len(browser.find_elements(By.CSS_SELECTOR, "article p")) >= 3
     assert site.farm.requests[urlsplit(story.url).path] == before + 1
+
+
+def test_browser_opens_a_category_page_from_the_top_of_the_index(site: Site,
+                                                                  browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _load(browser, site.base)
+    nav = browser.find_elements(By.CSS_SELECTOR, "header nav a")
+    assert [a.text for a in nav][0] == "All stories" and len(nav) == 2, [a.text for a in nav]
+    folder = nav[1]
+    name = folder.text  # the hostile folder's name, as plain text
+    assert name == "World news", name  # its <script> dropped
+    # Near the top: on screen without scrolling, above the first story.
+    first_story = browser.find_element(By.CSS_SELECTOR, "main article")
+    assert folder.rect["y"] < min(first_story.rect["y"], 900), (folder.rect, first_story.rect)
+    folder.click()
+    WebDriverWait(browser, 10).until(ec.url_matches(r"/category/[^/]+/index\.html$"))
+    assert browser.title == f"{PAGE_TITLE}: {name}"
+    shown = _page_stories(browser)
+    hostile = [s.title for s in site.stories if s.hostile][:30]  # category_max_entries
+    assert hostile and [x["title"] for x in shown] == hostile
+    assert all(x["visible"] for x in shown)
+    here = browser.find_element(By.CSS_SELECTOR, "header nav a[aria-current='page']")
+    assert here.text == name
+    _load(browser, browser.current_url)  # again, with the dialog spy
+    assert len(_page_stories(browser)) == len(hostile)
+    _assert_nothing_ran(browser, "category page")
+    home = browser.find_element(By.CSS_SELECTOR, "header nav a")
+    home.click()
+    WebDriverWait(browser, 10).until(ec.url_matches(r"/index\.html$"))
+    assert len(_page_stories(browser)) == len(site.stories)
 
 
 def _assert_nothing_ran(driver: Any, where: str) -> None:

@@ -566,3 +566,40 @@ def test_polling_stays_on_time_while_summaries_are_worked_off(
         articles = sum(n for p, n in f.requests.items() if p.startswith("/article/"))
         assert articles > 0
         assert_clean_exit(d, d.stop(), "SIGTERM, summaries backlog")
+
+
+# --- /healthz after a restart ------------------------------------------------------------------
+
+
+def test_healthz_starts_from_the_databases_last_success(tmp_path: Path) -> None:
+    """A restarted daemon reports the last success the database holds, as `aggregator
+    serve`'s /healthz does, not "no successful update yet" until its first pass ends."""
+    from datetime import UTC, datetime, timedelta
+
+    from aggregator.config import Settings
+    from aggregator.daemon import Daemon
+    from aggregator.store import Store
+    from aggregator.types import Subscription
+
+    settings = Settings(db=tmp_path / "agg.db", feeds=tmp_path / "feeds.opml",
+                        output=tmp_path / "public", serve=False)  # fmt: skip
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def health() -> tuple[bool, str]:
+        d = Daemon(settings)
+        try:
+            return d.health()
+        finally:
+            d.fetcher.close()
+            d.store.close()
+
+    with Store(settings.db) as store:
+        store.sync_subscriptions([Subscription(url="http://127.0.0.1:9/a.xml"),
+                                  Subscription(url="http://127.0.0.1:9/b.xml")], now)
+        ids = [f.id for f in store.feeds()]
+    assert health() == (True, "no successful update yet")
+    then = now - timedelta(hours=1)
+    with Store(settings.db) as store:
+        store.record_not_modified_many([(ids[0], then - timedelta(hours=1), 304, now, {}),
+                                        (ids[1], then, 304, now, {})])
+    assert health() == (True, f"last successful update {then.isoformat(timespec='seconds')}")

@@ -34,7 +34,7 @@ import feedparser
 import pytest
 from lxml import etree, html
 
-from aggregator.publish import entry_id, publish, safe_url, slugify
+from aggregator.publish import FeedCounts, entry_id, publish, safe_url, slugify
 from aggregator.types import Entry, Subscription
 
 DATA = Path(__file__).parent / "data"
@@ -43,6 +43,7 @@ ATOM = "{http://www.w3.org/2005/Atom}"
 NOW = datetime(2025, 5, 11, 12, 0, tzinfo=UTC)
 BASE = "http://news.example.org/agg/"
 FEED_FILES = ("rss.xml", "atom.xml", "feed.json")
+CATEGORY_FILES = (*FEED_FILES, "index.html")  # each category's feeds and its page
 
 
 # ----------------------------------------------------------------------------- builders
@@ -210,7 +211,9 @@ def validate_all(out: Path, base: str = BASE) -> list[Path]:
     validate_rss(out / "rss.xml", base)
     validate_atom(out / "atom.xml", base)
     validate_json_feed(out / "feed.json", base)
+    pages = [out / "index.html"]
     for d in sorted((out / "category").iterdir()) if (out / "category").is_dir() else []:
+        pages.append(d / "index.html")
         cat_base = f"{base}category/{d.name}/"
         validate_rss(d / "rss.xml", cat_base)
         validate_atom(d / "atom.xml", cat_base)
@@ -222,7 +225,7 @@ def validate_all(out: Path, base: str = BASE) -> list[Path]:
         assert outline.get("text")
         if outline.get("type") == "rss":
             assert safe_url(outline.get("xmlUrl")) == outline.get("xmlUrl")
-    return [out / "index.html"]
+    return pages
 
 
 def w3c_feedvalidator(path: Path, url: str, content_type: str) -> list[str]:
@@ -266,10 +269,11 @@ def test_every_output_is_valid(tmp_path: Path) -> None:
             "feed.json",
             "feeds.opml",
             "index.html",
-            *(f"category/{c}/{f}" for c in ("tech", "world") for f in FEED_FILES),
+            *(f"category/{c}/{f}" for c in ("tech", "world") for f in CATEGORY_FILES),
         ]
     )
     pages = validate_all(tmp_path)
+    assert len(pages) == 3  # the site's page and one per category
     assert vnu_errors(pages) == []
 
 
@@ -413,10 +417,11 @@ def test_page_shows_each_story_like_a_news_page(tmp_path: Path) -> None:
     assert f"style-src 'sha256-{base64.b64encode(hashlib.sha256(style).digest()).decode()}'" in csp
     articles = page.findall(".//article")
     excerpt, full, bare = articles
-    # newest first: 0h, 19h, 50h (2d) ago
+    # newest first: 0h, 19h, 50h before NOW, written out in UTC (no "19h ago": the file
+    # would change with the clock)
     assert full.find("h2/a").get("href") == "https://www.bbc.co.uk/news/articles/19"
     assert full.findtext("h2/a") == "Story number 19"
-    assert full.find("p[@class='meta']").text_content() == "BBC News · 19h ago"
+    assert full.find("p[@class='meta']").text_content() == "BBC News · 10 May 2025, 17:00 UTC"
     assert full.find("p[@class='meta']/time").get("datetime") == "2025-05-10T17:00:00Z"
     assert [h.text for h in full.findall("h3")] == ["Context", "Dive deeper"]
     assert full.findall("p")[1].text == "Context sentence one of story 19. Context sentence two."
@@ -425,11 +430,11 @@ def test_page_shows_each_story_like_a_news_page(tmp_path: Path) -> None:
         "Second point.",
         "Third point.",
     ]
-    assert excerpt.find("p[@class='meta']").text_content() == "BBC News · just now"
+    assert excerpt.find("p[@class='meta']").text_content() == "BBC News · 11 May 2025, 12:00 UTC"
     assert excerpt.findall("p")[1].text.startswith("Only the article text.")
     assert excerpt.findall("p")[1].text.endswith("…")
     assert bare.find("h2/a") is None and bare.findtext("h2") == "Story number 50"
-    assert bare.find("p[@class='meta']").text_content() == "BBC News · 2d ago"
+    assert bare.find("p[@class='meta']").text_content() == "BBC News · 9 May 2025, 10:00 UTC"
     assert bare.findtext("p[@class='none']") == "No summary available."
     # Feed links, and a link to each category's three feeds.
     hrefs = {a.get("href") for a in page.iter("a")}
@@ -504,7 +509,7 @@ def test_unchanged_output_is_not_rewritten(tmp_path: Path) -> None:
             "atom.xml",
             "feed.json",
             "index.html",
-            *(f"category/tech/{f}" for f in FEED_FILES),
+            *(f"category/tech/{f}" for f in CATEGORY_FILES),
         ]
     )
     assert (tmp_path / "category/world/rss.xml").stat().st_mtime_ns == before[
@@ -819,3 +824,125 @@ def test_private_feeds_show_title_and_site_link_only_and_stay_valid(tmp_path: Pa
     assert 'type="link"' in opml_text and 'url="https://paid.example.com/"' in opml_text
     assert "Intranet" not in opml_text  # nothing to list but its URL
     assert vnu_errors(pages) == []
+
+
+# ----------------------------------------------------------------------------- pages, folders
+
+
+def _local_links(page: Path) -> list[str]:
+    """Every link of a page that stays on the site (feeds, pages, OPML)."""
+    doc = html.parse(str(page)).getroot()
+    hrefs = [a.get("href") for a in doc.iter("a", "link") if a.get("href")]
+    return [h for h in hrefs if not urlsplit(h).scheme]
+
+
+def test_every_category_has_a_page_and_a_folder_shows_its_subfolders(tmp_path: Path) -> None:
+    europe = [make_entry(n, category="World / Europe", feed_url="https://eu.example/rss",
+                         feed_title="Europe Desk") for n in (1, 3)]  # fmt: skip
+    space = [make_entry(n, category="Science / Space", feed_url="https://space.example/rss",
+                        feed_title="Space Desk") for n in (2,)]  # fmt: skip
+    world = [make_entry(n) for n in (0, 4)]
+    subs = [*SUBSCRIPTIONS,
+            Subscription(url="https://eu.example/rss", title="Europe Desk",
+                         category="World / Europe"),
+            Subscription(url="https://mars.example/rss", title="Mars", category="Science / Mars")]
+    mapping = {"World": world, "World / Europe": europe, "Tech": [], "Science / Space": space,
+               "Science / Mars": []}
+    run([*world, *europe, *space], tmp_path, subscriptions=subs, category_entries=mapping,
+        category_max_entries=3,
+        counts={"Science / Mars": FeedCounts(feeds=1, failing=1), "Tech": FeedCounts(1, 0, 1)})
+    slugs = {"World": "world", "World / Europe": "world-europe", "Tech": "tech",
+             "Science": "science", "Science / Space": "science-space",
+             "Science / Mars": "science-mars"}
+    assert sorted(p.name for p in (tmp_path / "category").iterdir()) == sorted(slugs.values())
+
+    def page(slug: str) -> html.HtmlElement:
+        return html.parse(str(tmp_path / "category" / slug / "index.html")).getroot()
+
+    def titles(doc: html.HtmlElement) -> list[str]:
+        return [h.text_content() for h in doc.iterfind(".//article/h2")]
+
+    # The site's page links every category's page at the top, folders before subfolders.
+    main = html.parse(str(tmp_path / "index.html")).getroot()
+    nav = main.find(".//header/nav")
+    assert [a.text_content() for a in nav.iter("a")] == [
+        "All stories", "Science", "Science / Mars", "Science / Space", "Tech", "World",
+        "World / Europe"]
+    assert [a.get("href") for a in nav.iter("a")][1:] == [
+        f"category/{slugs[n]}/index.html" for n in
+        ("Science", "Science / Mars", "Science / Space", "Tech", "World", "World / Europe")]
+    assert nav.find(".//a[@aria-current='page']").text_content() == "All stories"
+    # A folder holds its subfolders' stories, newest first, cut to category_max_entries.
+    assert titles(page("world")) == [f"Story number {n}" for n in (0, 1, 3)]
+    assert "Includes World / Europe." in page("world").find(".//header").text_content()
+    assert titles(page("world-europe")) == ["Story number 1", "Story number 3"]
+    assert titles(page("science")) == ["Story number 2"]  # no feed of its own: still a page
+    rss = feedparser.parse((tmp_path / "category/world/rss.xml").read_bytes())
+    assert [e.title for e in rss.entries] == [f"Story number {n}" for n in (0, 1, 3)]
+    # Same template: the category's own feeds, the current category marked, the way home.
+    doc = page("world-europe")
+    assert doc.findtext(".//title") == "aggregator: World / Europe"
+    assert doc.find(".//nav//a[@aria-current='page']").text_content() == "World / Europe"
+    assert doc.find(".//link[@type='application/rss+xml']").get("href") == "rss.xml"
+    # Empty pages say why, from the counts they were given.
+    assert page("science-mars").find(".//main/p").text_content() == (
+        "No stories yet: 1 feed, 1 failing; run aggregator feeds.")
+    assert page("tech").find(".//main/p").text_content() == (
+        "No stories yet: 1 feed, none polled yet; run aggregator update.")
+    # Every link of every page leads to a published file; no page runs anything.
+    pages = validate_all(tmp_path)
+    assert len(pages) == 1 + len(slugs)
+    for p in pages:
+        for href in _local_links(p):
+            target = (p.parent / href).resolve()
+            assert target.is_file() and tmp_path in target.parents, (p, href)
+        doc = html.parse(str(p)).getroot()
+        assert not doc.findall(".//script") and not any(
+            k.startswith("on") for el in doc.iter() for k in el.attrib), p
+        assert "script-src" not in doc.find(
+            ".//meta[@http-equiv='Content-Security-Policy']").get("content")
+    assert vnu_errors(pages) == []
+    # A folder that goes takes its page with it.
+    run(world, tmp_path, subscriptions=SUBSCRIPTIONS, category_entries={"World": world})
+    assert sorted(p.name for p in (tmp_path / "category").iterdir()) == ["tech", "world"]
+
+
+@pytest.mark.parametrize(("counts", "said"), [
+    (FeedCounts(9, 9), "No stories yet: 9 feeds, 9 failing; run aggregator feeds."),
+    (FeedCounts(3, 0), "No stories yet: 3 feeds, 0 failing; run aggregator feeds."),
+    (FeedCounts(3, 1, 2), "No stories yet: 3 feeds, 2 not polled yet, 1 failing; "
+                          "run aggregator feeds."),
+    (FeedCounts(2, 0, 2), "No stories yet: 2 feeds, none polled yet; run aggregator update."),
+    (FeedCounts(), "No stories yet: no feeds in the database; run aggregator update."),
+    (None, "No stories yet."),
+])
+def test_an_empty_page_says_why(tmp_path: Path, counts: FeedCounts | None, said: str) -> None:
+    run([], tmp_path, subscriptions=[], counts=None if counts is None else {"": counts})
+    doc = html.parse(str(tmp_path / "index.html")).getroot()
+    assert doc.find(".//main/p").text_content() == said
+    if counts is not None:
+        assert doc.find(".//main/p/code") is not None
+
+
+def test_empty_feeds_are_dated_by_stable_dates_never_the_clock(tmp_path: Path) -> None:
+    tech_since, world_newest = NOW - timedelta(days=40), NOW - timedelta(days=3)
+    dates = {"Tech": tech_since, "World": world_newest}
+    for n, when in enumerate((None, NOW, NOW + timedelta(days=1))):
+        out = tmp_path / str(n)
+        publish([], out, subscriptions=SUBSCRIPTIONS, base_url=BASE, dates=dates, now=when)
+        tech = feedparser.parse((out / "category/tech/rss.xml").read_bytes()).feed
+        assert tech.updated == "Tue, 01 Apr 2025 12:00:00 GMT"  # when Tech appeared
+        atom = _parse_xml(out / "category/world/atom.xml").getroot()
+        assert atom.findtext(f"{ATOM}updated") == "2025-05-08T12:00:00Z"
+        main = feedparser.parse((out / "rss.xml").read_bytes()).feed
+        assert main.updated == "Thu, 08 May 2025 12:00:00 GMT"  # the newest of them
+        validate_all(out)
+    # Whatever `now` was, the files are the same.
+    files = [p.relative_to(tmp_path / "0") for p in (tmp_path / "0").rglob("*") if p.is_file()]
+    for rel in files:
+        assert (tmp_path / "1" / rel).read_bytes() == (tmp_path / "0" / rel).read_bytes(), rel
+        assert (tmp_path / "2" / rel).read_bytes() == (tmp_path / "0" / rel).read_bytes(), rel
+    # Nothing to date an empty site by: 1970, not the clock.
+    publish([], tmp_path / "bare", base_url=BASE)
+    assert _parse_xml(tmp_path / "bare/atom.xml").getroot().findtext(
+        f"{ATOM}updated") == "1970-01-01T00:00:00Z"

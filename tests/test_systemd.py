@@ -160,7 +160,19 @@ def test_example_config_loads() -> None:
     assert settings.db == Path("/var/lib/aggregator/aggregator.db")
     assert settings.feeds == Path("/var/lib/aggregator/feeds.opml")
     assert settings.output == Path("/srv/aggregator")
-    assert (settings.interval, settings.serve, settings.port) == (30, False, 8080)
+    assert (settings.interval, settings.serve, settings.port) == (30, True, 8080)
+
+
+def test_nginx_snippet_proxies_healthz_to_the_daemon_of_the_example() -> None:
+    """The README's nginx snippet sends /healthz to the address the example daemon serves."""
+    settings = config.load(SYSTEMD / "aggregator.toml", env={})
+    readme = (SYSTEMD.parent / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"location = /healthz \{ proxy_pass (http://[^;]+); \}", readme)
+    assert targets, "README's nginx snippet has no /healthz location"
+    assert settings.serve
+    for target in targets:
+        assert target.rstrip("/") == f"http://{settings.host}:{settings.port}"
+    assert f"{settings.host}:{settings.port}" in (SYSTEMD / "aggregator.service").read_text()
 
 
 @needs_analyze
