@@ -82,15 +82,68 @@ MAX_LOOKUPS = 16  # lookups running at once; a hung one holds its slot until it 
 _lookups = threading.BoundedSemaphore(MAX_LOOKUPS)
 
 
-def resolve(host: str, port: int, timeout: float) -> list[str]:
+# A name the resolver said does not exist, kept so that one dead host costs one lookup per
+# pass instead of one per article linking to it. Only the resolver's definite answers
+# (EAI_NONAME: no such name; EAI_NODATA: the name has no address) are kept: a timeout or
+# EAI_AGAIN (the resolver itself is in trouble) says nothing about the name.
+_NO_SUCH_NAME = frozenset(
+    getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name))
+
+
+class DNSFailures:
+    """The names that did not resolve, each kept ``ttl`` seconds (monotonic) or
+    until ``clear``; keyed by normalized host (``Dead.example.`` is
+    ``dead.example``); at most ``size`` hosts. Thread-safe. Each Fetcher has
+    one; a pass clears it when it starts, so it lives one pass long."""
+
+    def __init__(self, ttl: float = 300.0, size: int = 4096,
+                 clock: Any = time.monotonic) -> None:
+        self.ttl, self.size, self._clock = ttl, size, clock
+        self._hosts: dict[str, tuple[float, str]] = {}  # host -> (expiry, error message)
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._hosts.clear()
+
+    def get(self, host: str) -> str | None:
+        """The error message of ``host``'s failed lookup, while it is kept."""
+        key = normalize_host(host)
+        with self._lock:
+            entry = self._hosts.get(key)
+            if entry is not None and entry[0] <= self._clock():
+                del self._hosts[key]
+                entry = None
+        return entry[1] if entry else None
+
+    def add(self, host: str, message: str) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._hosts) >= self.size:
+                for k in [k for k, (expiry, _) in self._hosts.items() if expiry <= now]:
+                    del self._hosts[k]
+                if len(self._hosts) >= self.size:
+                    self._hosts.pop(next(iter(self._hosts)))  # the oldest
+            self._hosts[normalize_host(host)] = (now + self.ttl, message)
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+
+def resolve(host: str, port: int, timeout: float,
+            failures: DNSFailures | None = None) -> list[str]:
     """The addresses of ``host``, within ``timeout`` seconds. getaddrinfo has no
     timeout of its own, so it runs on a daemon thread that is left behind when
-    it hangs (it can't keep the process from exiting)."""
+    it hangs (it can't keep the process from exiting). A name ``failures``
+    holds is not asked again: the same error comes back at once."""
     try:
         ipaddress.ip_address(host)
         return [host]  # an address: nothing to look up
     except ValueError:
         pass
+    known = failures.get(host) if failures is not None else None
+    if known is not None:
+        raise NetworkError(known)
     timeout = max(timeout, 0.0)
     if not _lookups.acquire(timeout=timeout):
         raise NetworkError(f"DNS lookup of {host} timed out after {timeout:g} s "
@@ -112,7 +165,11 @@ def resolve(host: str, port: int, timeout: float) -> list[str]:
         raise NetworkError(f"DNS lookup of {host} timed out after {timeout:g} s")
     error = box.get("error")
     if isinstance(error, (OSError, UnicodeError)):  # socket.gaierror is an OSError
-        raise NetworkError(f"cannot resolve {host}: {error}") from error
+        message = f"cannot resolve {host}: {error}"
+        if (failures is not None and isinstance(error, socket.gaierror)
+                and error.errno in _NO_SUCH_NAME):
+            failures.add(host, message)
+        raise NetworkError(message) from error
     if error is not None:
         raise error
     return list(dict.fromkeys(str(info[4][0]) for info in box["infos"]))
@@ -133,7 +190,7 @@ def _within_deadline(timeout: float) -> float:
 
 
 def check_url(url: str, trusted: Origin | None = None, guard: Guard | None = None,
-              timeout: float = 10.0) -> None:
+              timeout: float = 10.0, failures: DNSFailures | None = None) -> None:
     """Refuse a URL the guard would refuse, before any byte is sent. ``trusted``
     is the trusted origin of the request (None: none)."""
     guard = guard or Guard()
@@ -143,7 +200,7 @@ def check_url(url: str, trusted: Origin | None = None, guard: Guard | None = Non
         raise BlockedAddressError(f"refused {url[:200]}: {e}") from e
     if origin == trusted or origin.host in guard.hosts:
         return
-    ips = resolve(origin.host, origin.port, timeout)
+    ips = resolve(origin.host, origin.port, timeout, failures)
     reason = guard.refusal(origin.host, origin.port, ips, None)
     if reason:
         raise BlockedAddressError(f"refused {url[:200]}: {reason}")
@@ -190,15 +247,17 @@ class GuardedBackend(httpcore.NetworkBackend):
     (httpcore still sends the host name in SNI and Host). This check is the
     authoritative one: it sees the answer actually used."""
 
-    def __init__(self, guard: Guard | None = None) -> None:
+    def __init__(self, guard: Guard | None = None,
+                 failures: DNSFailures | None = None) -> None:
         self._inner = httpcore.SyncBackend()
         self.guard = guard or Guard()
+        self.failures = failures
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
         limit = _within_deadline(10.0 if timeout is None else timeout)
-        ips = resolve(host, port, limit)
+        ips = resolve(host, port, limit, self.failures)
         trusted: Origin | None = getattr(_local, "trusted", None)
         reason = self.guard.refusal(host, port, ips, trusted)
         if reason:
@@ -339,8 +398,10 @@ class Fetcher:
             limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
             retries=0,
         )
+        # names that did not resolve, not asked again this pass (see DNSFailures)
+        self.dns_failures = DNSFailures()
         # the guard sits at connect time
-        transport._pool._network_backend = GuardedBackend(limits.guard)
+        transport._pool._network_backend = GuardedBackend(limits.guard, self.dns_failures)
         self._client = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(limits.timeout, connect=limits.connect_timeout),
@@ -418,7 +479,7 @@ class Fetcher:
             if trusted is not None and _origin(current) != trusted:
                 trusted = None
             check_url(current, trusted, self.limits.guard,
-                      _within_deadline(self.limits.connect_timeout))
+                      _within_deadline(self.limits.connect_timeout), self.dns_failures)
             _local.trusted, _local.url = trusted, current
             status, resp_headers, body = self._one(current, headers)
             if status in REDIRECTS:
