@@ -122,21 +122,23 @@ def poll_slack(settings: Settings) -> timedelta:
     is at most this far off is due now, as long as its last fetch is at least
     ``min_interval`` ago (so no feed is ever polled more often than that).
 
-    The rule: ``interval × jitter + min_interval``, never more than half the
-    interval. ``aggregator-update.timer`` starts a pass every 30 minutes; a feed
-    polled at one pass is next due ``interval`` (30) minutes later plus its
-    jitter (up to 3), so without slack it just misses the next pass and waits
-    for the one after: polled hourly. The slack forgives the jitter (which
-    spreads a daemon's polls but only costs a timer a pass) and leaves
-    ``min_interval`` (5) for systemd's AccuracySec= (1 min) and the pass's own
-    length (a feed fetched two minutes into one pass is due two minutes into
-    the next). The timer keeps its random delay fixed (FixedRandomDelay=), so
-    its passes stay 30 minutes apart. With the defaults the slack is 8
-    minutes: a feed is polled at every pass, 30 minutes apart, never less
-    than 22. The half-interval cap keeps the slack closer to this pass than
-    to the next. The daemon takes no slack: it looks every ``min_interval``/4."""
+    The rule: ``interval × jitter + 2 × min_interval``, never more than half the
+    interval; 13 minutes with the defaults (30, 0.1, 5). Why: ``aggregator-update.timer``
+    starts a pass every 30 minutes; a feed polled at one pass is next due
+    ``interval`` minutes later plus its jitter (up to 3), so without slack it
+    just misses the next pass and waits for the one after: polled hourly. The
+    slack forgives the jitter (it spreads a daemon's polls but only costs a
+    timer a pass), one ``min_interval`` covers the timer's random delay
+    (RandomizedDelaySec=5min: two passes may start 25 minutes apart) and the
+    other systemd's AccuracySec= (1 min) and the pass's own length (a feed
+    fetched three minutes into one pass is due three minutes into the next).
+    The half-interval cap keeps a feed with the pass nearer its due time. So
+    with the shipped timer every feed is polled at every pass, 30 minutes apart
+    (24 to 36 when the random delay is drawn anew each time), and a pass run
+    by hand polls a 30-minute feed no sooner than 17 minutes after the last.
+    The daemon takes no slack: it looks for due feeds every ``min_interval``/4."""
     interval = timedelta(minutes=settings.interval)
-    slack = interval * settings.jitter + timedelta(minutes=settings.min_interval)
+    slack = interval * settings.jitter + 2 * timedelta(minutes=settings.min_interval)
     return max(timedelta(0), min(slack, interval / 2))
 
 
