@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,7 +161,8 @@ def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
     # the progress line is for a person at a terminal; with -v the log lines say more
     verbose = str(settings.log_level).upper() == "DEBUG"
     show = _Progress(sys.stdout) if sys.stdout.isatty() and not verbose else None
-    with Store(settings.db) as store, make_fetcher(settings) as fetcher:
+    with Store(settings.db) as store, make_fetcher(settings) as fetcher, \
+            _ProgressBeforeLogs(show):
         result = run_pass(settings, store, fetcher, all_feeds=args.all,
                           early=poll_slack(settings),
                           progress=show.step if show else None,
@@ -208,6 +210,7 @@ class _Progress:
         self.due_count: int | None = None
         self.counts: Any = None
         self.shown = False
+        self._lock = threading.RLock()  # log lines come from worker threads too
 
     def due(self, count: int) -> None:
         self.due_count = count
@@ -231,15 +234,42 @@ class _Progress:
 
     def _draw(self, tail: str = "") -> None:
         text = f"  {self.line()}" + (f"  {tail}" if tail else "")
-        self.stream.write("\r" + text[:self.width].ljust(self.width))
-        self.stream.flush()
-        self.shown = True
+        with self._lock:
+            self.stream.write("\r" + text[:self.width].ljust(self.width))
+            self.stream.flush()
+            self.shown = True
 
     def clear(self) -> None:
-        if self.shown:
-            self.stream.write("\r" + " " * self.width + "\r")
-            self.stream.flush()
-            self.shown = False
+        with self._lock:
+            if self.shown:
+                self.stream.write("\r" + " " * self.width + "\r")
+                self.stream.flush()
+                self.shown = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """A log line on the same terminal: the progress line makes room first
+        (it is drawn again at the next step)."""
+        self.clear()
+        return True
+
+
+class _ProgressBeforeLogs:
+    """While a progress line is shown, the ``aggregator`` log handlers clear it
+    before each line they write."""
+
+    def __init__(self, show: _Progress | None) -> None:
+        self.show = show
+        self.handlers = list(logging.getLogger("aggregator").handlers)
+
+    def __enter__(self) -> None:
+        if self.show:
+            for h in self.handlers:
+                h.addFilter(self.show)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.show:
+            for h in self.handlers:
+                h.removeFilter(self.show)
 
 
 def _print_outcomes(outcomes: Sequence[Any]) -> None:

@@ -93,13 +93,16 @@ _NO_SUCH_NAME = frozenset(
 class DNSFailures:
     """The names that did not resolve, each kept ``ttl`` seconds (monotonic) or
     until ``clear``; keyed by normalized host (``Dead.example.`` is
-    ``dead.example``); at most ``size`` hosts. Thread-safe. Each Fetcher has
+    ``dead.example``); at most ``size`` hosts. Lookups of one name made at the
+    same time share one answer, so twelve workers fetching twelve articles of
+    one dead host ask once, not twelve times. Thread-safe. Each Fetcher has
     one; a pass clears it when it starts, so it lives one pass long."""
 
     def __init__(self, ttl: float = 300.0, size: int = 4096,
                  clock: Any = time.monotonic) -> None:
         self.ttl, self.size, self._clock = ttl, size, clock
         self._hosts: dict[str, tuple[float, str]] = {}  # host -> (expiry, error message)
+        self._flights: dict[str, _Flight] = {}  # lookups under way
         self._lock = threading.Lock()
 
     def clear(self) -> None:
@@ -108,42 +111,100 @@ class DNSFailures:
 
     def get(self, host: str) -> str | None:
         """The error message of ``host``'s failed lookup, while it is kept."""
-        key = normalize_host(host)
         with self._lock:
-            entry = self._hosts.get(key)
-            if entry is not None and entry[0] <= self._clock():
-                del self._hosts[key]
-                entry = None
+            return self._get(normalize_host(host))
+
+    def _get(self, key: str) -> str | None:
+        entry = self._hosts.get(key)
+        if entry is not None and entry[0] <= self._clock():
+            del self._hosts[key]
+            entry = None
         return entry[1] if entry else None
 
     def add(self, host: str, message: str) -> None:
-        now = self._clock()
         with self._lock:
+            self._add(normalize_host(host), message)
+
+    def _add(self, key: str, message: str) -> None:
+        now = self._clock()
+        if len(self._hosts) >= self.size:
+            for k in [k for k, (expiry, _) in self._hosts.items() if expiry <= now]:
+                del self._hosts[k]
             if len(self._hosts) >= self.size:
-                for k in [k for k, (expiry, _) in self._hosts.items() if expiry <= now]:
-                    del self._hosts[k]
-                if len(self._hosts) >= self.size:
-                    self._hosts.pop(next(iter(self._hosts)))  # the oldest
-            self._hosts[normalize_host(host)] = (now + self.ttl, message)
+                self._hosts.pop(next(iter(self._hosts)))  # the oldest
+        self._hosts[key] = (now + self.ttl, message)
 
     def __len__(self) -> int:
         return len(self._hosts)
+
+    def lookup(self, host: str, look: Any, timeout: float) -> list[str]:
+        """``look()`` (a lookup of ``host`` raising NetworkError), unless the name
+        is known not to resolve or another thread is looking it up: then its
+        answer. Only a success or a "no such name" is shared; after any other
+        failure (a timeout, EAI_AGAIN) each caller asks for itself."""
+        key = normalize_host(host)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                known = self._get(key)
+                if known is not None:
+                    raise NetworkError(known)
+                flight = self._flights.get(key)
+                leader = flight is None
+                if leader:
+                    flight = self._flights[key] = _Flight()
+            assert flight is not None
+            if leader:
+                break
+            if not flight.done.wait(max(deadline - time.monotonic(), 0.0)):
+                raise NetworkError(f"DNS lookup of {host} timed out after {timeout:g} s")
+            if flight.ips is not None:
+                return list(flight.ips)
+            if flight.failed_for_good:
+                continue  # the name is in the cache now: its error
+            return look()  # the other lookup failed for its own reasons: ask ourselves
+        try:
+            flight.ips = look()
+            return list(flight.ips)
+        except NetworkError as e:
+            cause = e.__cause__
+            if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_NAME:
+                flight.failed_for_good = True
+                with self._lock:
+                    self._add(key, str(e))
+            raise
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+
+
+@dataclass
+class _Flight:
+    """One lookup under way, which other threads asking for the name wait for."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    ips: list[str] | None = None
+    failed_for_good: bool = False
 
 
 def resolve(host: str, port: int, timeout: float,
             failures: DNSFailures | None = None) -> list[str]:
     """The addresses of ``host``, within ``timeout`` seconds. getaddrinfo has no
     timeout of its own, so it runs on a daemon thread that is left behind when
-    it hangs (it can't keep the process from exiting). A name ``failures``
-    holds is not asked again: the same error comes back at once."""
+    it hangs (it can't keep the process from exiting). With ``failures``, a
+    name known not to resolve is not asked again (see DNSFailures)."""
     try:
         ipaddress.ip_address(host)
         return [host]  # an address: nothing to look up
     except ValueError:
         pass
-    known = failures.get(host) if failures is not None else None
-    if known is not None:
-        raise NetworkError(known)
+    if failures is None:
+        return _lookup(host, port, timeout)
+    return failures.lookup(host, lambda: _lookup(host, port, timeout), timeout)
+
+
+def _lookup(host: str, port: int, timeout: float) -> list[str]:
     timeout = max(timeout, 0.0)
     if not _lookups.acquire(timeout=timeout):
         raise NetworkError(f"DNS lookup of {host} timed out after {timeout:g} s "
@@ -165,11 +226,7 @@ def resolve(host: str, port: int, timeout: float,
         raise NetworkError(f"DNS lookup of {host} timed out after {timeout:g} s")
     error = box.get("error")
     if isinstance(error, (OSError, UnicodeError)):  # socket.gaierror is an OSError
-        message = f"cannot resolve {host}: {error}"
-        if (failures is not None and isinstance(error, socket.gaierror)
-                and error.errno in _NO_SUCH_NAME):
-            failures.add(host, message)
-        raise NetworkError(message) from error
+        raise NetworkError(f"cannot resolve {host}: {error}") from error
     if error is not None:
         raise error
     return list(dict.fromkeys(str(info[4][0]) for info in box["infos"]))

@@ -2,11 +2,11 @@
 
 The timer starts `aggregator update` at :00 and :30 plus a random delay
 (RandomizedDelaySec=5min, fixed per machine by FixedRandomDelay=) and systemd's
-AccuracySec=1min; the pass itself takes a while (here ~2 min of simulated time). A feed polled at one pass is due
-`interval` minutes later plus up to 10 % jitter, so without slack it just misses
-the next pass and is polled hourly. These tests run a simulated day of timer
-firings (a hand-moved clock) of real passes against a real HTTP server on
-127.0.0.1 and a real SQLite file.
+AccuracySec=1min; the pass itself takes a while (here ~2 min of simulated time).
+A feed polled at one pass is due `interval` minutes later plus up to 10 % jitter,
+so without slack it just misses the next pass and is polled hourly. These tests
+run a simulated day of timer firings (a hand-moved clock) of real passes against
+a real HTTP server on 127.0.0.1 and a real SQLite file.
 """
 
 from __future__ import annotations
