@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,21 +194,32 @@ def _setup_logging(level: str) -> None:
 def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
     from aggregator import update as pipeline
     from aggregator.store import Store
-    from aggregator.update import make_fetcher, run_pass
+    from aggregator.update import make_fetcher, poll_slack, run_pass
 
-    with Store(settings.db) as store, make_fetcher(settings) as fetcher:
-        show = _Progress(sys.stdout)
+    # the progress line is for a person at a terminal; with -v the log lines say more
+    verbose = str(settings.log_level).upper() == "DEBUG"
+    show = _Progress(sys.stdout) if sys.stdout.isatty() and not verbose else None
+    with Store(settings.db) as store, make_fetcher(settings) as fetcher, \
+            _ProgressBeforeLogs(show):
         result = run_pass(settings, store, fetcher, all_feeds=args.all,
-                          progress=show.step if sys.stdout.isatty() else None)
-        show.done()
+                          early=poll_slack(settings),
+                          progress=show.step if show else None,
+                          on_due=show.due if show else None)
+        if show:
+            show.clear()
         _print_outcomes(result.outcomes)
         summarised, status = 0, 0
         if settings.summaries:
             try:
-                summarised = pipeline.summarize_pending(settings, store, fetcher)
+                summarised = pipeline.summarize_pending(settings, store, fetcher,
+                                                        counts=show.summaries if show else None)
             except StorageError as e:  # the database stopped taking writes: publish anyway
+                if show:
+                    show.clear()
                 print(f"aggregator: error: summaries stopped: {e}", file=sys.stderr)
                 status = 1
+            if show:
+                show.clear()
         published = []
         unpublished: AggregatorError | None = None
         if settings.publish and (result.new or result.changed or summarised or
@@ -230,20 +242,79 @@ def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 class _Progress:
-    """A one-line progress bar on a terminal."""
+    """One line on a terminal, rewritten in place, through the whole pass:
+    ``polled 12/80 feeds  <url>``, then ``polled 80/80 feeds, articles 120/274,
+    summarised 80/257``."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, width: int | None = None) -> None:
+        import shutil
+
         self.stream = stream
-        self.count = 0
+        self.width = width or max(40, min(shutil.get_terminal_size().columns, 120) - 1)
+        self.polled = 0
+        self.due_count: int | None = None
+        self.counts: Any = None
+        self.shown = False
+        self._lock = threading.RLock()  # log lines come from worker threads too
+
+    def due(self, count: int) -> None:
+        self.due_count = count
 
     def step(self, outcome: Any) -> None:
-        self.count += 1
-        self.stream.write(f"\r  polled {self.count} feeds  {outcome.url[:60]:<60}")
-        self.stream.flush()
+        self.polled += 1
+        self._draw(outcome.url)
 
-    def done(self) -> None:
-        if self.count:
-            self.stream.write("\r" + " " * 80 + "\r")
+    def summaries(self, counts: Any) -> None:
+        self.counts = counts
+        self._draw()
+
+    def line(self) -> str:
+        total = self.due_count if self.due_count is not None else "?"
+        parts = [f"polled {self.polled}/{total} feeds"]
+        c = self.counts
+        if c is not None:
+            parts.append(f"articles {c.articles}/{c.articles_total}, "
+                         f"summarised {c.summarised}/{c.summaries_total}")
+        return ", ".join(parts)
+
+    def _draw(self, tail: str = "") -> None:
+        text = f"  {self.line()}" + (f"  {tail}" if tail else "")
+        with self._lock:
+            self.stream.write("\r" + text[:self.width].ljust(self.width))
+            self.stream.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        with self._lock:
+            if self.shown:
+                self.stream.write("\r" + " " * self.width + "\r")
+                self.stream.flush()
+                self.shown = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """A log line on the same terminal: the progress line makes room first
+        (it is drawn again at the next step)."""
+        self.clear()
+        return True
+
+
+class _ProgressBeforeLogs:
+    """While a progress line is shown, the ``aggregator`` log handlers clear it
+    before each line they write."""
+
+    def __init__(self, show: _Progress | None) -> None:
+        self.show = show
+        self.handlers = list(logging.getLogger("aggregator").handlers)
+
+    def __enter__(self) -> None:
+        if self.show:
+            for h in self.handlers:
+                h.addFilter(self.show)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.show:
+            for h in self.handlers:
+                h.removeFilter(self.show)
 
 
 def _print_outcomes(outcomes: Sequence[Any]) -> None:

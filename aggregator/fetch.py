@@ -82,15 +82,129 @@ MAX_LOOKUPS = 16  # lookups running at once; a hung one holds its slot until it 
 _lookups = threading.BoundedSemaphore(MAX_LOOKUPS)
 
 
-def resolve(host: str, port: int, timeout: float) -> list[str]:
+# A name the resolver said does not exist, kept so that one dead host costs one lookup per
+# pass instead of one per article linking to it. Only the resolver's definite answers
+# (EAI_NONAME: no such name; EAI_NODATA: the name has no address) are kept: a timeout or
+# EAI_AGAIN (the resolver itself is in trouble) says nothing about the name.
+_NO_SUCH_NAME = frozenset(
+    getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name))
+
+
+class DNSFailures:
+    """The names that did not resolve, each kept ``ttl`` seconds (monotonic) or
+    until ``clear``; keyed by normalized host (``Dead.example.`` is
+    ``dead.example``); at most ``size`` hosts. Lookups of one name made at the
+    same time share one answer, so twelve workers fetching twelve articles of
+    one dead host ask once, not twelve times. Thread-safe. Each Fetcher has
+    one; a pass clears it when it starts, so it lives one pass long."""
+
+    def __init__(self, ttl: float = 300.0, size: int = 4096,
+                 clock: Any = time.monotonic) -> None:
+        self.ttl, self.size, self._clock = ttl, size, clock
+        self._hosts: dict[str, tuple[float, str]] = {}  # host -> (expiry, error message)
+        self._flights: dict[str, _Flight] = {}  # lookups under way
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._hosts.clear()
+
+    def get(self, host: str) -> str | None:
+        """The error message of ``host``'s failed lookup, while it is kept."""
+        with self._lock:
+            return self._get(normalize_host(host))
+
+    def _get(self, key: str) -> str | None:
+        entry = self._hosts.get(key)
+        if entry is not None and entry[0] <= self._clock():
+            del self._hosts[key]
+            entry = None
+        return entry[1] if entry else None
+
+    def add(self, host: str, message: str) -> None:
+        with self._lock:
+            self._add(normalize_host(host), message)
+
+    def _add(self, key: str, message: str) -> None:
+        now = self._clock()
+        if len(self._hosts) >= self.size:
+            for k in [k for k, (expiry, _) in self._hosts.items() if expiry <= now]:
+                del self._hosts[k]
+            if len(self._hosts) >= self.size:
+                self._hosts.pop(next(iter(self._hosts)))  # the oldest
+        self._hosts[key] = (now + self.ttl, message)
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def lookup(self, host: str, look: Any, timeout: float) -> list[str]:
+        """``look()`` (a lookup of ``host`` raising NetworkError), unless the name
+        is known not to resolve or another thread is looking it up: then its
+        answer. Only a success or a "no such name" is shared; after any other
+        failure (a timeout, EAI_AGAIN) each caller asks for itself."""
+        key = normalize_host(host)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                known = self._get(key)
+                if known is not None:
+                    raise NetworkError(known)
+                flight = self._flights.get(key)
+                leader = flight is None
+                if leader:
+                    flight = self._flights[key] = _Flight()
+            assert flight is not None
+            if leader:
+                break
+            if not flight.done.wait(max(deadline - time.monotonic(), 0.0)):
+                raise NetworkError(f"DNS lookup of {host} timed out after {timeout:g} s")
+            if flight.ips is not None:
+                return list(flight.ips)
+            if flight.failed_for_good:
+                continue  # the name is in the cache now: its error
+            return look()  # the other lookup failed for its own reasons: ask ourselves
+        try:
+            flight.ips = look()
+            return list(flight.ips)
+        except NetworkError as e:
+            cause = e.__cause__
+            if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_NAME:
+                flight.failed_for_good = True
+                with self._lock:
+                    self._add(key, str(e))
+            raise
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+
+
+@dataclass
+class _Flight:
+    """One lookup under way, which other threads asking for the name wait for."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    ips: list[str] | None = None
+    failed_for_good: bool = False
+
+
+def resolve(host: str, port: int, timeout: float,
+            failures: DNSFailures | None = None) -> list[str]:
     """The addresses of ``host``, within ``timeout`` seconds. getaddrinfo has no
     timeout of its own, so it runs on a daemon thread that is left behind when
-    it hangs (it can't keep the process from exiting)."""
+    it hangs (it can't keep the process from exiting). With ``failures``, a
+    name known not to resolve is not asked again (see DNSFailures)."""
     try:
         ipaddress.ip_address(host)
         return [host]  # an address: nothing to look up
     except ValueError:
         pass
+    if failures is None:
+        return _lookup(host, port, timeout)
+    return failures.lookup(host, lambda: _lookup(host, port, timeout), timeout)
+
+
+def _lookup(host: str, port: int, timeout: float) -> list[str]:
     timeout = max(timeout, 0.0)
     if not _lookups.acquire(timeout=timeout):
         raise NetworkError(f"DNS lookup of {host} timed out after {timeout:g} s "
@@ -133,7 +247,7 @@ def _within_deadline(timeout: float) -> float:
 
 
 def check_url(url: str, trusted: Origin | None = None, guard: Guard | None = None,
-              timeout: float = 10.0) -> None:
+              timeout: float = 10.0, failures: DNSFailures | None = None) -> None:
     """Refuse a URL the guard would refuse, before any byte is sent. ``trusted``
     is the trusted origin of the request (None: none)."""
     guard = guard or Guard()
@@ -143,7 +257,7 @@ def check_url(url: str, trusted: Origin | None = None, guard: Guard | None = Non
         raise BlockedAddressError(f"refused {url[:200]}: {e}") from e
     if origin == trusted or origin.host in guard.hosts:
         return
-    ips = resolve(origin.host, origin.port, timeout)
+    ips = resolve(origin.host, origin.port, timeout, failures)
     reason = guard.refusal(origin.host, origin.port, ips, None)
     if reason:
         raise BlockedAddressError(f"refused {url[:200]}: {reason}")
@@ -190,15 +304,17 @@ class GuardedBackend(httpcore.NetworkBackend):
     (httpcore still sends the host name in SNI and Host). This check is the
     authoritative one: it sees the answer actually used."""
 
-    def __init__(self, guard: Guard | None = None) -> None:
+    def __init__(self, guard: Guard | None = None,
+                 failures: DNSFailures | None = None) -> None:
         self._inner = httpcore.SyncBackend()
         self.guard = guard or Guard()
+        self.failures = failures
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
         limit = _within_deadline(10.0 if timeout is None else timeout)
-        ips = resolve(host, port, limit)
+        ips = resolve(host, port, limit, self.failures)
         trusted: Origin | None = getattr(_local, "trusted", None)
         reason = self.guard.refusal(host, port, ips, trusted)
         if reason:
@@ -339,8 +455,10 @@ class Fetcher:
             limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
             retries=0,
         )
+        # names that did not resolve, not asked again this pass (see DNSFailures)
+        self.dns_failures = DNSFailures()
         # the guard sits at connect time
-        transport._pool._network_backend = GuardedBackend(limits.guard)
+        transport._pool._network_backend = GuardedBackend(limits.guard, self.dns_failures)
         self._client = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(limits.timeout, connect=limits.connect_timeout),
@@ -418,7 +536,7 @@ class Fetcher:
             if trusted is not None and _origin(current) != trusted:
                 trusted = None
             check_url(current, trusted, self.limits.guard,
-                      _within_deadline(self.limits.connect_timeout))
+                      _within_deadline(self.limits.connect_timeout), self.dns_failures)
             _local.trusted, _local.url = trusted, current
             status, resp_headers, body = self._one(current, headers)
             if status in REDIRECTS:

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -449,13 +449,18 @@ class Store:
                                 (url,)).fetchone()
         return _feed(row) if row else None
 
-    def due_feeds(self, now: datetime, *, all_feeds: bool = False) -> list[FeedRow]:
-        """Active feeds whose next fetch has come (or every active one), minus gone ones."""
+    def due_feeds(self, now: datetime, *, all_feeds: bool = False,
+                  early: timedelta = timedelta(0),
+                  min_gap: timedelta = timedelta(0)) -> list[FeedRow]:
+        """Active feeds whose next fetch has come (or every active one), minus gone
+        ones. With ``early``, also those due within ``early`` of ``now`` whose last
+        fetch is at least ``min_gap`` ago (see update.poll_slack)."""
         sql = f"SELECT {_FEED_COLUMNS} FROM feeds WHERE active = 1 AND state != 'gone'"
         args: tuple[Any, ...] = ()
         if not all_feeds:
-            sql += " AND (next_fetch IS NULL OR next_fetch <= ?)"
-            args = (iso(now),)
+            sql += (" AND (next_fetch IS NULL OR next_fetch <= ? OR (next_fetch <= ? "
+                    "AND (last_fetch IS NULL OR last_fetch <= ?)))")
+            args = (iso(now), iso(now + max(early, timedelta(0))), iso(now - min_gap))
         return [_feed(r) for r in self.conn.execute(sql + " ORDER BY next_fetch", args)]
 
     def next_due(self) -> datetime | None:
@@ -637,6 +642,15 @@ class Store:
         older content, or from the item's own text while the article is now
         there; or (with ``now``) a failed article fetch is due to be retried and
         article fetching is not off for the feed. ``exclude``: ids to skip."""
+        return list(self._pending(now, exclude, limit, "i.article_text"))
+
+    def pending_overview(self, *, now: datetime | None = None) -> Iterator[PendingItem]:
+        """Every item ``pending_summaries`` would return, in no order, read one at a
+        time and without the article text: enough to count the backlog."""
+        return self._pending(now, (), None, "NULL")
+
+    def _pending(self, now: datetime | None, exclude: Sequence[int], limit: int | None,
+                 article_text: str) -> Iterator[PendingItem]:
         where = ("(i.summary_hash IS NULL OR i.summary_hash != i.content_hash "
                  "OR (i.article_status = 'ok' AND i.summary_source IS NOT 'article')")
         args: list[Any] = []
@@ -648,15 +662,17 @@ class Store:
         if exclude:
             where += f" AND i.id NOT IN ({','.join('?' * len(exclude))})"
             args.extend(exclude)
+        tail = ""
+        if limit is not None:
+            tail = " ORDER BY i.sort_date DESC LIMIT ?"
+            args.append(limit)
         rows = self.conn.execute(
             "SELECT i.id, i.feed_id, f.url, i.url, i.title, i.content_text, i.content_hash, "
             "coalesce(i.language, f.language), f.fetch_articles, i.article_status, "
-            "i.article_text, i.article_tries, i.article_retry_at, i.summary_hash, "
+            f"{article_text}, i.article_tries, i.article_retry_at, i.summary_hash, "
             "i.summary_source FROM items i JOIN feeds f ON f.id = i.feed_id "
-            f"WHERE {where} ORDER BY i.sort_date DESC LIMIT ?",
-            (*args, limit),
-        ).fetchall()
-        return [
+            f"WHERE {where}{tail}", args)
+        return (
             PendingItem(id=r[0], feed_id=r[1], feed_url=r[2], url=r[3], title=r[4],
                         content_text=r[5], content_hash=r[6], language=r[7],
                         fetch_articles=None if r[8] is None else bool(r[8]),
@@ -664,7 +680,7 @@ class Store:
                         article_retry_at=from_iso(r[12]), summary_hash=r[13],
                         summary_source=r[14])
             for r in rows
-        ]
+        )
 
     def save_article(self, item_id: int, status: str, text: str | None, *,
                      retry_at: datetime | None = None) -> None:

@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import random
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -33,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from aggregator import decide, opml, workers
 from aggregator.config import Settings
@@ -52,6 +54,7 @@ from aggregator.store import FeedRow, PendingItem, Store
 from aggregator.types import FetchResult, ParsedFeed, Summary
 
 log = logging.getLogger("aggregator.update")
+fetch_log = logging.getLogger("aggregator.fetch")  # one DEBUG line per fetch (`-v`)
 
 Clock = Callable[[], datetime]
 
@@ -114,6 +117,31 @@ def policy(settings: Settings) -> decide.PollPolicy:
     )
 
 
+def poll_slack(settings: Settings) -> timedelta:
+    """How early a one-shot ``update`` polls a feed: every feed whose next fetch
+    is at most this far off is due now, as long as its last fetch is at least
+    ``min_interval`` ago (so no feed is ever polled more often than that).
+
+    The rule: ``interval × jitter + 2 × min_interval``, never more than half the
+    interval; 13 minutes with the defaults (30, 0.1, 5). Why: ``aggregator-update.timer``
+    starts a pass every 30 minutes; a feed polled at one pass is next due
+    ``interval`` minutes later plus its jitter (up to 3), so without slack it
+    just misses the next pass and waits for the one after: polled hourly. The
+    slack forgives the jitter (it spreads a daemon's polls but only costs a
+    timer a pass), one ``min_interval`` covers the timer's random delay
+    (RandomizedDelaySec=5min: two passes may start 25 minutes apart) and the
+    other systemd's AccuracySec= (1 min) and the pass's own length (a feed
+    fetched three minutes into one pass is due three minutes into the next).
+    The half-interval cap keeps a feed with the pass nearer its due time. So
+    with the shipped timer every feed is polled at every pass, 30 minutes apart
+    (24 to 36 when the random delay is drawn anew each time), and a pass run
+    by hand polls a 30-minute feed no sooner than 17 minutes after the last.
+    The daemon takes no slack: it looks for due feeds every ``min_interval``/4."""
+    interval = timedelta(minutes=settings.interval)
+    slack = interval * settings.jitter + 2 * timedelta(minutes=settings.min_interval)
+    return max(timedelta(0), min(slack, interval / 2))
+
+
 def sync_subscriptions(settings: Settings, store: Store, now: datetime) -> dict[str, int]:
     counts = store.sync_subscriptions(opml.read(settings.feeds), now)
     if any(counts.values()):
@@ -136,10 +164,8 @@ class _Fetched:
 def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime,
                      pool: Executor | None = None) -> _Fetched:
     try:
-        result = fetcher.get(
-            feed.url, etag=feed.etag, last_modified=feed.last_modified,
-            trusted=trusted_origin(feed.url),
-        )
+        result = _get(fetcher, feed.url, etag=feed.etag, last_modified=feed.last_modified,
+                      trusted=trusted_origin(feed.url))
         if result.body is None:
             return _Fetched(feed, result)
         body_hash = hashlib.sha256(result.body).hexdigest()[:32]
@@ -160,6 +186,20 @@ def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime,
         return _Fetched(feed, error=e)
     except Exception as e:  # a bug: record it on this feed, keep polling the others
         return _Fetched(feed, error=_internal(feed.url, e))
+
+
+def _get(fetcher: Fetcher, url: str, **kw: Any) -> FetchResult:
+    """``fetcher.get``, with one DEBUG line per fetch: URL, status, bytes, seconds."""
+    start = time.monotonic()
+    try:
+        res = fetcher.get(url, **kw)
+    except Exception as e:
+        fetch_log.debug("GET %s: %s (%.2f s)", url, e, time.monotonic() - start)
+        raise
+    fetch_log.debug("GET %s: HTTP %d, %d bytes, %.2f s%s", url, res.status, len(res.body or b""),
+                    time.monotonic() - start,
+                    f" (from {res.final_url})" if res.final_url != url else "")
+    return res
 
 
 def _internal(what: str, e: BaseException) -> AggregatorError:
@@ -240,12 +280,20 @@ def run_pass(
     progress: Callable[[FeedOutcome], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     tolerate_bad_opml: bool = False,
+    early: timedelta = timedelta(0),
+    on_due: Callable[[int], None] | None = None,
 ) -> PassResult:
     """Sync subscriptions, poll the due feeds (every active one with
     ``all_feeds``), store what is new or changed. With ``tolerate_bad_opml``
     (the daemon) an unreadable feeds.opml is logged and the feeds already in
-    the database are polled; without it (a one-shot update) it is fatal."""
+    the database are polled; without it (a one-shot update) it is fatal.
+    ``early``: also poll the feeds due that soon (``poll_slack``, for ``update``).
+    ``on_due`` hears how many feeds this pass polls, before the first one.
+    A pass starts with no DNS failures remembered (see fetch.DNSFailures)."""
     rng = rng or random.Random()
+    failures = getattr(fetcher, "dns_failures", None)
+    if failures is not None:
+        failures.clear()
     try:
         sync = sync_subscriptions(settings, store, clock())
     except OPMLError as e:
@@ -255,7 +303,10 @@ def run_pass(
         sync = {}
     result = PassResult(sync=sync)
     store.rewind_schedule(clock())  # the clock went back: no feed waits the jump out
-    due = store.due_feeds(clock(), all_feeds=all_feeds)
+    due = store.due_feeds(clock(), all_feeds=all_feeds, early=early,
+                          min_gap=timedelta(minutes=settings.min_interval))
+    if on_due:
+        on_due(len(due))
     moves: list[tuple[str, str]] = []
     pol = policy(settings)
     with _parse_pool(len(due), settings.parse_processes) as pool:
@@ -468,7 +519,7 @@ def _fetch_article(fetcher: Fetcher, item: PendingItem) -> _Article:
     try:
         from aggregator.extract import extract_main_text
 
-        res = fetcher.get(item.url, accept=PAGE_ACCEPT, trusted=trusted_origin(item.feed_url))
+        res = _get(fetcher, item.url, accept=PAGE_ACCEPT, trusted=trusted_origin(item.feed_url))
         text = extract_main_text(res.body or b"", res.final_url, encoding=_charset(res.headers))
     except BlockedAddressError as e:  # asking again gets the same answer
         return _Article(f"failed: {type(e).__name__}: {e}")
@@ -527,6 +578,28 @@ def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
     return store.save_summary(item.id, item.content_hash, summary, now, source=source)
 
 
+@dataclass(frozen=True)
+class SummaryProgress:
+    """How far ``summarize_pending`` is: article pages fetched and summaries
+    written, each out of the backlog counted when it started (``summary_backlog``).
+    A total is a count at the start: retries that succeed can take ``done`` past it."""
+
+    articles: int
+    articles_total: int
+    summarised: int
+    summaries_total: int
+
+
+def summary_backlog(settings: Settings, store: Store, now: datetime) -> tuple[int, int]:
+    """(article pages to fetch, summaries to write) for the backlog as it is now,
+    by the rules ``summarize_pending`` follows; read one item at a time."""
+    articles = summaries = 0
+    for item in store.pending_overview(now=now if settings.fetch_articles else None):
+        articles += wants_article(item, settings, now)
+        summaries += _stale(item)
+    return articles, summaries
+
+
 def summarize_pending(
     settings: Settings,
     store: Store,
@@ -537,14 +610,27 @@ def summarize_pending(
     clock: Clock = utcnow,
     should_stop: Callable[[], bool] = lambda: False,
     progress: Callable[[], None] = lambda: None,
+    counts: Callable[[SummaryProgress], None] | None = None,
 ) -> int:
     """Work off the backlog of items without an up-to-date summary, and the
     failed article fetches due again; returns how many summaries were written.
     Each item is one boundary: any failure in fetching its article, extracting,
     summarising or saving is that item's alone. Each summary is one small
     transaction, so stopping between two loses nothing. ``progress`` is called
-    after each article fetched and each item done (the daemon's watchdog listens)."""
+    after each article fetched and each item done (the daemon's watchdog listens);
+    ``counts``, when given, hears a SummaryProgress at the start and after each
+    article and each summary (``update``'s progress line; counting the backlog
+    first costs one read of it)."""
     done = 0
+    fetched_pages = 0
+    totals = summary_backlog(settings, store, clock()) if counts else (0, 0)
+
+    def tell() -> None:
+        if counts:
+            counts(SummaryProgress(fetched_pages, max(totals[0], fetched_pages),
+                                   done, max(totals[1], done)))
+
+    tell()
     skip: set[int] = set()  # failed in this call: not picked again by it
     written: set[int] = set()
     trouble = _StorageTrouble()
@@ -562,7 +648,9 @@ def summarize_pending(
             should_stop=should_stop, name="article",
         ):
             articles[item_id] = fetched
+            fetched_pages += 1
             progress()
+            tell()
         for item in pending:
             if should_stop():
                 break
@@ -588,6 +676,7 @@ def summarize_pending(
             if wrote:
                 done += 1
                 written.add(item.id)
+                tell()
             elif item.id not in articles:
                 skip.add(item.id)  # nothing to do after all (e.g. changed meanwhile)
             progress()

@@ -247,7 +247,7 @@ if "ProcSubset" in mode:  # ProcSubset=pid, ProtectProc=invisible
     assert not os.path.exists("/proc/cpuinfo"), "fail: /proc not restricted"
 
 import sqlite3, threading, time
-import feedparser, httpx, sqlite_utils, jinja2, nh3, feedgen.feed, trafilatura, pysbd
+import feedparser, httpx, sqlite_utils, jinja2, nh3, trafilatura
 import numpy, sumy.summarizers.lsa, sumy.summarizers.text_rank
 from apscheduler.schedulers.background import BackgroundScheduler
 import aggregator.cli, aggregator.daemon, aggregator.update, aggregator.publish
@@ -267,7 +267,6 @@ assert ran.wait(10)
 sched.shutdown()
 assert jinja2.Template("{{ a|e }}").render(a="<b>") == "&lt;b&gt;"
 assert nh3.clean("<script>x</script><b>y</b>") == "<b>y</b>"
-assert pysbd.Segmenter(language="en").segment("One. Two.") == ["One. ", "Two."]
 html = "<html><body><article><p>" + "A sentence about feeds. " * 40 + "</p></article></body></html>"
 assert "feeds" in (trafilatura.extract(html) or "")
 assert numpy.linalg.svd(numpy.eye(3))[1].sum() == 3.0
