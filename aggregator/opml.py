@@ -112,6 +112,20 @@ def _url(outline: ET.Element) -> str:
     return (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
 
 
+def _summarizer(outline: ET.Element) -> str | None:
+    """An outline's ``summarizer`` attribute, when it names a method (else ignored)."""
+    import logging
+
+    from aggregator.config import SUMMARIZERS
+
+    name = (outline.get("summarizer") or "").strip().lower()
+    if name and name not in SUMMARIZERS:
+        logging.getLogger("aggregator.opml").warning("%s: unknown summarizer %r ignored; known: %s",
+                    _url(outline), name, ", ".join(SUMMARIZERS))
+        return None
+    return name or None
+
+
 def _walk(node: ET.Element, folders: tuple[str, ...]) -> Iterator[Subscription]:
     for outline in node.findall("outline"):
         url = _url(outline)
@@ -125,6 +139,7 @@ def _walk(node: ET.Element, folders: tuple[str, ...]) -> Iterator[Subscription]:
                 html_url=(outline.get("htmlUrl") or "").strip() or None,
                 fetch_articles=None if not flag else flag not in _FALSE,
                 private=bool(_flag(outline, PRIVATE_ATTR)),
+                summarizer=_summarizer(outline),
             )
         else:
             yield from _walk(outline, folders + ((name,) if name else ()))

@@ -29,6 +29,7 @@ from typing import Any
 from sumy.models.dom import ObjectDocumentModel, Paragraph, Sentence
 from sumy.summarizers import AbstractSummarizer
 
+from aggregator.config import SUMMARIZERS
 from aggregator.sentences import SentenceTokenizer, words
 
 __all__ = [
@@ -42,10 +43,7 @@ __all__ = [
     "shape",
 ]
 
-NAMES = (
-    "default", "lead", "lexrank", "lsa", "textrank", "luhn", "edmundson", "kl", "sumbasic",
-    "reduction",
-)  # fmt: skip
+NAMES = SUMMARIZERS
 
 
 def check_name(name: str) -> str:
