@@ -453,6 +453,7 @@ def summarize_file(
     context_size: int = 3,
     points_size: int = 5,
     summarizer: str = "default",
+    fit: bool = True,
 ) -> Summary:
     """Summary of a saved article: ``.html``/``.htm`` (main text extracted) or plain
     text whose first line is the title (not summarised)."""
@@ -476,6 +477,7 @@ def summarize_file(
         points_size=points_size,
         title=title,
         summarizer=summarizer,
+        fit=fit,
     )
 
 

@@ -440,11 +440,10 @@ def run_segmenters(args: argparse.Namespace) -> dict[str, object]:
 
 
 TUNE_GRID = {
-    "forward": (1.0,),
-    "backward": (1.0, 0.0, -0.5),
-    "position_weight": (0.0, 0.3, 0.6, 1.0, 2.0),
-    "position_scale": (1.0, 3.0),
-    "title_weight": (0.1,),
+    "backward": (1.0, 0.5),
+    "position_weight": (0.0, 0.3, 1.0),
+    "position_scale": (1.0,),
+    "context_position": (0.0, 1.0, 3.0),
 }
 TUNE_SENTENCES = {"cnn": 3}  # CNN/DailyMail highlights: ~2.6 sentences; BBC: --sentences
 
