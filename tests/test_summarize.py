@@ -555,7 +555,8 @@ def test_bench_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
     result = json.loads(out.read_text())["sentences_8_limit_5"]
     assert result["articles"] == 5
     assert set(result["methods"]) == {
-        "lead-8", "lexrank", "lsa", "textrank", "luhn", "sumbasic", "kl", "reduction", "default",
+        "lead-8", "lexrank", "lsa", "textrank", "luhn", "edmundson", "sumbasic", "kl", "reduction",
+        "default",
     }  # fmt: skip
     for row in result["methods"].values():
         assert 0 < row["RL"] <= row["R1"] <= 100
