@@ -269,8 +269,10 @@ def cmd_add(args: argparse.Namespace, settings: config.Settings) -> int:
 
     with make_fetcher(settings) as fetcher:
         url, title = discover.feed_url(fetcher, args.url)
+    # a URL typed with its token that led elsewhere: the feed found is private too
+    private = args.private or (url != args.url and opml.is_private(args.url))
     sub = Subscription(url=url, title=args.title or title, category=args.category,
-                       private=args.private)
+                       private=private)
     added = _edit_subscriptions(settings, lambda tree: opml.add(tree, sub))
     print(f"{'added' if added else 'already subscribed'}: {url}")
     return 0
@@ -302,6 +304,11 @@ def cmd_import(args: argparse.Namespace, settings: config.Settings) -> int:
         except OSError as e:
             raise OPMLError(f"cannot read {source}: {e.strerror}") from e
     subs = opml.subscriptions(opml.parse_bytes(data, source))
+    junk = [s for s in subs if not s.url.lower().startswith(("http://", "https://"))]
+    for sub in junk:  # file:, data:, javascript: ... nothing the fetcher would ever read
+        print(f"aggregator: warning: not importing {sub.url[:200]!r}: not an http(s) URL",
+              file=sys.stderr)
+    subs = [s for s in subs if s not in junk]
     if remote:
         # A list from the network is somebody else's choice: a feed in it that names an
         # internal address (which feeds.opml would trust) is not imported, unless it is

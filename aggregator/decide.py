@@ -6,9 +6,11 @@ No database, no network, no clock: time comes in as an argument.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -268,6 +270,15 @@ def _is(stored: tuple[str | None, str | None], item: ParsedItem) -> bool:
     return (_norm(stored[0]), _norm(stored[1])) == (_norm(item.url), _norm(item.title))
 
 
+def _bases(key: str) -> Iterator[str]:
+    """The guids a stored key may belong to: itself and what precedes each "#"."""
+    yield key
+    at = key.find("#")
+    while at != -1:
+        yield key[:at]
+        at = key.find("#", at + 1)
+
+
 def settle_keys(
     items: list[tuple[str, ParsedItem]] | tuple[tuple[str, ParsedItem], ...],
     stored: dict[str, tuple[str | None, str | None]],
@@ -277,31 +288,52 @@ def settle_keys(
     keys and the suffixed variants of them. A stored row keeps belonging to the
     story it was first written for: an item that is that story (``same_story``)
     gets its key, whatever key ``assign_keys`` gave it; a different story with a
-    key already in use gets a new, suffixed key instead of overwriting it."""
+    key already in use gets a new, suffixed key instead of overwriting it.
+
+    The stored rows of a guid are indexed by link and by title, so a feed giving
+    one guid to thousands of stories costs time in proportion to them, not to
+    their product."""
     keys: list[str | None] = [None] * len(items)
     taken: set[str] = set()
-
-    def candidates(item: ParsedItem) -> list[str]:
-        base = item_key(item)
-        return [k for k in stored if k == base or k.startswith(base + "#")]
 
     # 1. the key assign_keys gave, when it is stored for this very story
     for n, (key, item) in enumerate(items):
         if key in stored and key not in taken and same_story(stored[key], item):
             keys[n] = key
             taken.add(key)
-    # 2. another stored key of this story: same link and title first, then an edit
-    for exact in (True, False):
-        for n, (_, item) in enumerate(items):
-            if keys[n] is not None:
+    # 2. another stored key of this story: same link and title first, then an edit.
+    # Each index lists keys in the order of ``stored``; the first free one wins.
+    wanted = {item_key(item) for n, (_, item) in enumerate(items) if keys[n] is None}
+    exact: dict[tuple[str, str, str], list[str]] = {}
+    edits: dict[tuple[str, str, str], list[tuple[int, str]]] = {}
+    for position, (k, (url, title)) in enumerate(stored.items()):
+        u, t = _norm(url), _norm(title)
+        for base in _bases(k):
+            if base not in wanted or not (k == base or k.startswith(base + "#")):
                 continue
-            for k in candidates(item):
-                if k in taken:
-                    continue
-                if _is(stored[k], item) if exact else same_story(stored[k], item):
-                    keys[n] = k
-                    taken.add(k)
-                    break
+            exact.setdefault((base, u, t), []).append(k)
+            for index in ([("u", u)] if u else []) + ([("t", t)] if t else []) \
+                    or [("", "")]:
+                edits.setdefault((base, *index), []).append((position, k))
+
+    def first_free(found: Iterable[str]) -> str | None:
+        return next((k for k in found if k not in taken), None)
+
+    for n, (_, item) in enumerate(items):
+        if keys[n] is None:
+            base, u, t = item_key(item), _norm(item.url), _norm(item.title)
+            keys[n] = first_free(exact.get((base, u, t), ()))
+            if keys[n] is not None:
+                taken.add(keys[n])
+    for n, (_, item) in enumerate(items):
+        if keys[n] is None:
+            base, u, t = item_key(item), _norm(item.url), _norm(item.title)
+            lists = [edits.get((base, "u", u), []) if u else [],
+                     edits.get((base, "t", t), []) if t else [],
+                     edits.get((base, "", ""), []) if not (u or t) else []]
+            keys[n] = first_free(k for _, k in heapq.merge(*lists))
+            if keys[n] is not None:
+                taken.add(keys[n])
     # 3. a new story: its assigned key when free, else a suffixed one
     for n, (key, item) in enumerate(items):
         if keys[n] is not None:

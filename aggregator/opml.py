@@ -13,23 +13,28 @@ outputs never show its URL.
 from __future__ import annotations
 
 import fcntl
+import logging
 import math
 import os
 import re
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
+from aggregator.config import SUMMARIZERS
 from aggregator.errors import OPMLError
 from aggregator.types import Subscription
+
+log = logging.getLogger("aggregator.opml")
 
 FETCH_ARTICLES_ATTR = "fetchArticles"  # per-feed switch: "false" turns article fetching off
 PRIVATE_ATTR = "private"  # "true": the feed's URL is never published
@@ -64,26 +69,101 @@ def looks_random(value: str) -> bool:
     return entropy >= 3.0
 
 
+def _secret_pair(name: str, value: str) -> bool:
+    name = name.strip().lower().replace("-", "_")
+    return (name in SECRET_PARAMS or name.endswith(_SECRET_SUFFIXES)
+            or looks_random(value) or looks_random(name))
+
+
+_HEX_ID = re.compile(r"[0-9A-Fa-f]+")
+_WORD_SEPARATORS = re.compile(r"[-_.~]+")
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
+
+
+def _secret_segment(segment: str) -> bool:
+    """A path segment that reads like a token: a long hex id or UUID
+    (``7f3a9c2e...``), or a random-looking run between separators
+    (``/feeds/dGhpcyBpcyBh.../rss``); a slug of words and a date is not one."""
+    segment = unquote(segment)
+    hex_id = _EXTENSION.sub("", segment).replace("-", "")
+    if len(hex_id) >= 16 and _HEX_ID.fullmatch(hex_id):
+        return looks_random(hex_id)
+    return looks_random(segment) and any(
+        looks_random(part) for part in _WORD_SEPARATORS.split(segment))
+
+
 def is_private(url: str, marked: bool = False) -> bool:
     """Whether a feed's URL must never be published: marked so in feeds.opml,
     or carrying credentials (``user:pass@``) or what looks like a token in its
-    query (a parameter named like ``token``/``key``/``sig``..., or a long
-    random-looking value)."""
+    query or fragment (a parameter named like ``token``/``key``/``sig``..., or
+    a long random-looking value) or in a segment of its path (a long hex id, a
+    UUID, a random-looking run of letters and digits)."""
     if marked:
         return True
     try:
         parts = urlsplit(url.strip())
     except ValueError:
         return True  # can't tell what it carries: don't show it
-    if "@" in parts.netloc:
+    if "@" in parts.netloc or "%40" in parts.netloc.lower():
         return True
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        name = name.strip().lower().replace("-", "_")
-        if name in SECRET_PARAMS or name.endswith(_SECRET_SUFFIXES):
+    for piece in (parts.query, parts.fragment):
+        pairs = parse_qsl(piece, keep_blank_values=True)
+        if any(_secret_pair(name, value) for name, value in pairs):
             return True
-        if looks_random(value) or looks_random(name):
+    return any(_secret_segment(seg) for seg in parts.path.split("/") if seg)
+
+
+def _pieces(url: str) -> set[str]:
+    """The parts of a URL that may be its secret: credentials, path segments,
+    query names and values, the fragment (those of 4 characters or more)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return set()
+    found = set(re.split(r"[:@]", unquote(parts.netloc.rpartition("@")[0])))
+    found |= {unquote(seg) for seg in parts.path.split("/")}
+    for piece in (parts.query, parts.fragment):
+        for name, value in parse_qsl(piece, keep_blank_values=True):
+            found |= {name, value}
+    found.add(unquote(parts.fragment))
+    return {p for p in found if len(p.strip()) >= 4}
+
+
+def _credentials(url: str) -> set[str]:
+    try:
+        userinfo = urlsplit(url.strip()).netloc.rpartition("@")[0]
+    except ValueError:
+        return set()
+    return {p for p in re.split(r"[:@]", unquote(userinfo)) if len(p) >= 4}
+
+
+def reveals(text: str | None, *urls: str | None, name: bool = False) -> bool:
+    """Whether ``text``, shown for a private feed, gives away any of ``urls``.
+    A site link (the default) reveals them when it carries a secret itself or
+    holds any credential, path segment, query value or fragment of theirs (4
+    characters or more): a link into the feed's own folder goes, erring towards
+    hiding. A name (``name=True``) reveals them when it holds a URL (a feed
+    named after its own address, before or after a move), or their credentials
+    or a token-like piece of them; ordinary words shared with the path stay."""
+    if not text:
+        return False
+    plain = unquote(text)
+    if name:
+        if "://" in plain:
             return True
-    return False
+        secret = set()
+        for url in filter(None, urls):
+            secret |= _credentials(url)
+            secret |= {p for p in _pieces(url) if looks_random(p) or _secret_segment(p)}
+        return any(p in plain for p in secret)
+    if is_private(plain.strip()):
+        return True
+    try:  # the host is shown anyway: only what follows it is compared
+        parts = urlsplit(plain.strip())
+        rest = plain if not parts.netloc else plain.split(parts.netloc, 1)[1]
+    except ValueError:
+        rest = plain
+    return any(p in rest for url in urls if url for p in _pieces(url))
 
 
 def _flag(outline: ET.Element, attr: str) -> bool | None:
@@ -114,20 +194,28 @@ def _url(outline: ET.Element) -> str:
 
 def _summarizer(outline: ET.Element) -> str | None:
     """An outline's ``summarizer`` attribute, when it names a method (else ignored)."""
-    import logging
-
-    from aggregator.config import SUMMARIZERS
-
     name = (outline.get("summarizer") or "").strip().lower()
     if name and name not in SUMMARIZERS:
-        logging.getLogger("aggregator.opml").warning("%s: unknown summarizer %r ignored; known: %s",
+        log.warning("%s: unknown summarizer %r ignored; known: %s",
                     _url(outline), name, ", ".join(SUMMARIZERS))
         return None
     return name or None
 
 
+MAX_FOLDER_DEPTH = 16  # folders nested deeper add no more levels to a category
+
+
 def _walk(node: ET.Element, folders: tuple[str, ...]) -> Iterator[Subscription]:
-    for outline in node.findall("outline"):
+    """Feed outlines in document order with their folders; iterative, so a list
+    nested 100,000 deep is no RecursionError."""
+    stack: list[tuple[Iterator[ET.Element], tuple[str, ...]]] = [
+        (iter(node.findall("outline")), folders)]
+    while stack:
+        children, folders = stack[-1]
+        outline = next(children, None)
+        if outline is None:
+            stack.pop()
+            continue
         url = _url(outline)
         name = (outline.get("title") or outline.get("text") or "").strip() or None
         if url:
@@ -142,7 +230,8 @@ def _walk(node: ET.Element, folders: tuple[str, ...]) -> Iterator[Subscription]:
                 summarizer=_summarizer(outline),
             )
         else:
-            yield from _walk(outline, folders + ((name,) if name else ()))
+            inner = folders + ((name,) if name and len(folders) < MAX_FOLDER_DEPTH else ())
+            stack.append((iter(outline.findall("outline")), inner))
 
 
 def subscriptions(root: ET.Element) -> list[Subscription]:
@@ -215,24 +304,63 @@ def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
+LOCK_TIMEOUT = 30.0  # seconds an edit waits for the lock before giving up
+
+
+def _open_lock(lock: Path) -> int:
+    """The lock file's descriptor, never through a symlink: opened with O_CREAT by
+    root in a shared directory, a planted link would create or open a file anywhere."""
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT | flags, 0o644)
+    except PermissionError:  # another user's lock file: reading it is enough for flock
+        return os.open(lock, os.O_RDONLY | flags)
+
+
 @contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path, timeout: float | None = None) -> Iterator[None]:
     """Hold the advisory lock of ``path`` (flock on ``<path>.lock``; the list
-    itself is replaced by a rename, so a lock on it would be on the old file)."""
+    itself is replaced by a rename, so a lock on it would be on the old file).
+    Waits up to ``timeout`` seconds (``LOCK_TIMEOUT``) for another holder, then
+    raises OPMLError: a hung process must not hang every edit behind it."""
     lock = lock_path(path)
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except PermissionError:  # another user's lock file: reading it is enough for flock
-            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _open_lock(lock)
     except OSError as e:
+        if lock.is_symlink():
+            raise OPMLError(f"cannot lock {path}: {lock} is a symlink; remove it") from e
         raise OPMLError(f"cannot lock {path}: {e.strerror} ({lock})") from e
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _acquire(fd, path, LOCK_TIMEOUT if timeout is None else timeout)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _acquire(fd: int, path: Path, timeout: float) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    # Held: try again every few milliseconds, then every 0.1 s, until the deadline
+    # (a blocking flock can't be given a timeout, nor cut short from another thread).
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OPMLError(
+                    f"{path} is locked by another process (waited {timeout:g} s for "
+                    f"{lock_path(path)}); try again, or find the process holding it "
+                    f"(fuser {lock_path(path)})") from None
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.1)
 
 
 def edit(path: Path, change: Callable[[ET.Element], T]) -> T:
@@ -274,9 +402,13 @@ def _outlines(root: ET.Element) -> Iterator[tuple[ET.Element, ET.Element]]:
                 yield parent, child
 
 
-def add(root: ET.Element, sub: Subscription) -> bool:
-    """Add ``sub`` unless its URL is already there; True when added."""
-    if any(_url(o) == sub.url for _, o in _outlines(root)):
+def add(root: ET.Element, sub: Subscription, *, present: set[str] | None = None) -> bool:
+    """Add ``sub`` unless its URL is already there; True when added. ``present``:
+    the URLs already in ``root``, kept up to date (``merge`` passes one, so a long
+    list is not searched once per feed)."""
+    if present is None:
+        present = {_url(o) for _, o in _outlines(root)}
+    if sub.url in present:
         return False
     body = root.find("body")
     assert body is not None
@@ -289,6 +421,7 @@ def add(root: ET.Element, sub: Subscription) -> bool:
     if sub.private:
         attrs[PRIVATE_ATTR] = "true"
     ET.SubElement(_folder(body, sub.category), "outline", attrs)
+    present.add(sub.url)
     return True
 
 
@@ -302,16 +435,21 @@ def remove(root: ET.Element, url: str) -> bool:
 
 
 def rename(root: ET.Element, old: str, new: str) -> bool:
-    """Point the outline of ``old`` at ``new`` (a permanent redirect)."""
+    """Point the outline of ``old`` at ``new`` (a permanent redirect). A private
+    feed stays private: when ``old`` carried its secret in a way ``is_private``
+    sees and ``new`` carries it in a way it may not, the outline is marked."""
     found = False
     for _, outline in _outlines(root):
         if _url(outline) == old:
             outline.attrib.pop("xmlurl", None)
             outline.set("xmlUrl", new)
+            if is_private(old) and not _flag(outline, PRIVATE_ATTR):
+                outline.set(PRIVATE_ATTR, "true")
             found = True
     return found
 
 
 def merge(root: ET.Element, subs: Iterable[Subscription]) -> list[Subscription]:
     """Add every new subscription; returns those added."""
-    return [s for s in subs if add(root, s)]
+    present = {_url(o) for _, o in _outlines(root)}
+    return [s for s in subs if add(root, s, present=present)]

@@ -50,7 +50,7 @@ from markupsafe import Markup, escape
 
 from aggregator import __version__
 from aggregator.errors import PublishError
-from aggregator.opml import is_private
+from aggregator.opml import is_private, reveals
 from aggregator.types import Entry, Subscription
 
 log = logging.getLogger("aggregator.publish")
@@ -273,11 +273,11 @@ def _item(entry: Entry, env: jinja2.Environment) -> _Item:
     private = is_private(entry.feed_url, entry.feed_private)
     feed_url = None if private else safe_url(entry.feed_url)
     site_url = safe_url(entry.feed_site_url)
-    if private and site_url and is_private(site_url):
-        site_url = None  # a site link carrying the same token
+    if private and reveals(site_url, entry.feed_url, entry.feed_origin):
+        site_url = None  # a site link carrying a token, or pointing into the feed's folder
     host = _host(feed_url or site_url or entry.feed_url)  # a host alone gives no secret away
     source_name = clean_text(entry.feed_title)
-    if private and source_name and entry.feed_url and entry.feed_url in source_name:
+    if private and reveals(source_name, entry.feed_url, entry.feed_origin, name=True):
         source_name = ""  # a feed named after its own URL
     source_name = source_name or host or "unknown source"
     title = clean_text(entry.title) or _excerpt(context or excerpt, 80) or "(untitled)"
@@ -487,7 +487,7 @@ def render_opml(subscriptions: Sequence[Subscription], title: str) -> bytes:
         private = is_private(s.url, s.private)
         xml_url = None if private else safe_url(s.url)
         html_url = safe_url(s.html_url)
-        if private and html_url and is_private(html_url):
+        if private and reveals(html_url, s.url):
             html_url = None
         if private and not html_url:
             continue  # nothing to show but the URL that must stay private
@@ -501,7 +501,7 @@ def render_opml(subscriptions: Sequence[Subscription], title: str) -> bytes:
                 folders[category] = _sub(body, "outline", text=category)
             parent = folders[category]
         name = clean_text(s.title)
-        if private and name and s.url in name:
+        if private and reveals(name, s.url, name=True):
             name = ""
         if xml_url is None:  # private: OPML 2.0's link outline to the site, not the feed
             assert html_url

@@ -495,16 +495,19 @@ class Store:
                               changes)
         return len(changes)
 
-    def move_feed(self, old: str, new: str) -> None:
-        """A permanent redirect: the feed keeps its id, items and state under ``new``."""
+    def move_feed(self, old: str, new: str, *, private: bool = False) -> None:
+        """A permanent redirect: the feed keeps its id, items and state under ``new``.
+        ``private``: the feed stays private under ``new`` (its old URL was)."""
         with self.transaction() as c:
             clash = c.execute("SELECT id FROM feeds WHERE url = ?", (new,)).fetchone()
             if clash:
                 # The new URL was followed already: keep that row, retire the old one.
                 c.execute("UPDATE feeds SET active = 0 WHERE url = ?", (old,))
-                c.execute("UPDATE feeds SET active = 1 WHERE url = ?", (new,))
+                c.execute("UPDATE feeds SET active = 1, private = max(private, ?) "
+                          "WHERE url = ?", (int(private), new))
             else:
-                c.execute("UPDATE feeds SET url = ? WHERE url = ?", (new, old))
+                c.execute("UPDATE feeds SET url = ?, private = max(private, ?) WHERE url = ?",
+                          (new, int(private), old))
 
     # --- the outcome of one fetch ------------------------------------------------------
 

@@ -427,7 +427,7 @@ def _apply_moves(settings: Settings, store: Store, moves: Sequence[tuple[str, st
         return
     for old, new in done:
         try:
-            store.move_feed(old, new)
+            store.move_feed(old, new, private=opml.is_private(old))
         except StorageError as e:  # the next sync follows feeds.opml: a new row for `new`
             log.error("%s: moved permanently to %s, but the database kept the old URL: %s",
                       old, new, e)

@@ -559,14 +559,18 @@ def test_a_later_story_reusing_a_guid_gets_its_own_row_and_edits_update_in_place
 # --- feeds.opml under a lock -----------------------------------------------------------------
 
 
-def _waiters(lock: Path) -> list[int]:
-    """Processes waiting for an flock on ``lock`` (Linux /proc/locks, "->" lines)."""
-    inode = lock.stat().st_ino
-    found = []
-    for line in Path("/proc/locks").read_text().splitlines():
-        parts = line.split()
-        if "->" in parts and "FLOCK" in parts and any(p.endswith(f":{inode}") for p in parts):
-            found.append(int(parts[parts.index("->") + 4]))
+def _openers(lock: Path, pid: int) -> int:
+    """How many descriptors process ``pid`` holds open on ``lock`` (Linux /proc):
+    an edit opens the lock file, then waits for the lock (trying it every 0.1 s
+    at most, until opml.LOCK_TIMEOUT), so once it is open it reads the list only
+    after the lock is released."""
+    found, lock = 0, lock.resolve()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if Path(os.readlink(fd)) == lock:
+                found += 1
+        except OSError:
+            continue  # closed meanwhile
     return found
 
 
@@ -578,7 +582,7 @@ def _wait_for(predicate, what: str, limit: float = 60) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc/<pid>/fd")
 def test_an_add_waits_for_the_lock_and_keeps_the_edit_made_meanwhile(tmp_path):
     with Farm(2, 1).serve() as farm:
         feeds = tmp_path / "feeds.opml"
@@ -590,7 +594,7 @@ def test_an_add_waits_for_the_lock_and_keeps_the_edit_made_meanwhile(tmp_path):
                 [sys.executable, "-m", "aggregator", "--feeds", str(feeds), "--db", "x.db",
                  "add", theirs], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True)
-            _wait_for(lambda: proc.pid in _waiters(opml.lock_path(feeds)),
+            _wait_for(lambda: _openers(opml.lock_path(feeds), proc.pid) == 1,
                       "the add to wait for the lock")
             tree = opml.load_tree(feeds)  # an edit while it waits (as the daemon would)
             opml.add(tree, Subscription(mine, "Mine"))
@@ -619,7 +623,7 @@ def test_two_processes_adding_feeds_at_once_lose_none(tmp_path):
         assert len(db_rows(tmp_path / "x.db", "SELECT id FROM feeds WHERE active = 1")) == 24
 
 
-@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc/<pid>/fd")
 def test_a_move_recorded_by_a_pass_waits_for_the_lock_and_keeps_other_edits(tmp_path):
     s = settings_for(tmp_path)
     with local_httpserver() as server:
@@ -641,8 +645,8 @@ def test_a_move_recorded_by_a_pass_waits_for_the_lock_and_keeps_other_edits(tmp_
         with opml.locked(s.feeds):
             worker = threading.Thread(target=a_pass)
             worker.start()
-            _wait_for(lambda: os.getpid() in _waiters(opml.lock_path(s.feeds)),
-                      "the pass to wait for the lock")
+            _wait_for(lambda: _openers(opml.lock_path(s.feeds), os.getpid()) == 2,
+                      "the pass to wait for the lock")  # ours and the pass's
             tree = opml.load_tree(s.feeds)
             opml.add(tree, Subscription(added))
             opml.write(s.feeds, tree)
