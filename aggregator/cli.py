@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("files", nargs="+", type=Path, metavar="FILE")
     c.add_argument("--json", action="store_true", help="one JSON object per line")
     c.add_argument("--language", help="language of the texts, e.g. en, de (default: guess)")
+    c.add_argument("--summarizer", metavar="NAME",
+                   help=f"summary method: {', '.join(config.SUMMARIZERS)} "
+                        "(default: the summarizer setting)")
 
     c = _cmd(sub, "publish", "Write the output files from the database now.",
              "aggregator --output public publish")
@@ -501,8 +504,17 @@ def cmd_export(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace, settings: config.Settings) -> int:
-    from aggregator.summarize import summarize_file
+    from aggregator.errors import ConfigError
+    from aggregator.summarize import check_language, summarize_file
 
+    method = (args.summarizer or settings.summarizer).strip().lower()
+    if method not in config.SUMMARIZERS:
+        raise ConfigError(f"--summarizer: unknown method {args.summarizer!r}; "
+                          f"known: {', '.join(config.SUMMARIZERS)}")
+    try:
+        check_language(args.language)
+    except ValueError as e:
+        raise ConfigError(f"--language: {e}") from e
     status = 0
     for path in args.files:
         try:
@@ -511,7 +523,7 @@ def cmd_summarize(args: argparse.Namespace, settings: config.Settings) -> int:
                 print(f"aggregator: error: {path}: {refusal}; not summarised", file=sys.stderr)
                 status = 1
                 continue
-            summary = summarize_file(path, language=args.language)
+            summary = summarize_file(path, language=args.language, summarizer=method)
         except OSError as e:
             print(f"aggregator: error: {path}: {e.strerror}", file=sys.stderr)
             status = 1

@@ -23,6 +23,11 @@ from aggregator.errors import ConfigError
 from aggregator.guard import Guard
 
 ENV_PREFIX = "AGGREGATOR_"
+# Summary methods (aggregator.summarizers): ours, the lead, and sumy's.
+SUMMARIZERS = (
+    "default", "lead", "lexrank", "lsa", "textrank", "luhn", "edmundson", "kl", "sumbasic",
+    "reduction",
+)  # fmt: skip
 DEFAULT_CONFIG = Path("aggregator.toml")
 
 
@@ -57,6 +62,7 @@ class Settings:
     fetch_articles: bool = True
     summaries: bool = True
     min_content_words: int = 120  # shorter item content -> fetch the article
+    summarizer: str = "default"  # one of SUMMARIZERS; a feed's outline may name its own
     # publishing
     publish: bool = True
     title: str = "aggregator"
@@ -137,6 +143,9 @@ def _check(settings: Settings) -> Settings:
         problems.append("max_bytes must be at least 1024")
     if not settings.base_url:
         settings = settings.replace(base_url=public_url(settings.host, settings.port))
+    if settings.summarizer.strip().lower() not in SUMMARIZERS:
+        problems.append(f"summarizer: unknown method {settings.summarizer!r}; "
+                        f"known: {', '.join(SUMMARIZERS)}")
     if not settings.base_url.startswith(("http://", "https://")):
         problems.append("base_url must be an http(s) URL")
     try:
@@ -145,6 +154,8 @@ def _check(settings: Settings) -> Settings:
         problems.append(f"allow_private: {e}")
     if problems:
         raise ConfigError("; ".join(problems))
+    if settings.summarizer != settings.summarizer.strip().lower():
+        settings = settings.replace(summarizer=settings.summarizer.strip().lower())
     if not settings.base_url.endswith("/"):
         settings = settings.replace(base_url=settings.base_url + "/")
     return settings

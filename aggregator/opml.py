@@ -13,6 +13,7 @@ outputs never show its URL.
 from __future__ import annotations
 
 import fcntl
+import logging
 import math
 import os
 import re
@@ -32,8 +33,11 @@ from xml.sax.saxutils import escape as xml_escape
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
+from aggregator.config import SUMMARIZERS
 from aggregator.errors import OPMLError
 from aggregator.types import Subscription
+
+log = logging.getLogger("aggregator.opml")
 
 FETCH_ARTICLES_ATTR = "fetchArticles"  # per-feed switch: "false" turns article fetching off
 PRIVATE_ATTR = "private"  # "true": the feed's URL is never published
@@ -191,6 +195,16 @@ def _url(outline: ET.Element) -> str:
     return (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
 
 
+def _summarizer(outline: ET.Element) -> str | None:
+    """An outline's ``summarizer`` attribute, when it names a method (else ignored)."""
+    name = (outline.get("summarizer") or "").strip().lower()
+    if name and name not in SUMMARIZERS:
+        log.warning("%s: unknown summarizer %r ignored; known: %s",
+                    _url(outline), name, ", ".join(SUMMARIZERS))
+        return None
+    return name or None
+
+
 MAX_FOLDER_DEPTH = 16  # folders nested deeper add no more levels to a category
 
 
@@ -216,6 +230,7 @@ def _walk(node: ET.Element, folders: tuple[str, ...]) -> Iterator[Subscription]:
                 html_url=(outline.get("htmlUrl") or "").strip() or None,
                 fetch_articles=None if not flag else flag not in _FALSE,
                 private=bool(_flag(outline, PRIVATE_ATTR)),
+                summarizer=_summarizer(outline),
             )
         else:
             inner = folders + ((name,) if name and len(folders) < MAX_FOLDER_DEPTH else ())

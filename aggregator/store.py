@@ -171,6 +171,12 @@ def m003_article_retries_private_feeds(db: sqlite_utils.Database) -> None:
                "WHERE article_retry_at IS NOT NULL")
 
 
+@migration
+def m004_feed_summarizer(db: sqlite_utils.Database) -> None:
+    """A feed's outline may name its own summary method (``summarizer="lexrank"``)."""
+    db.execute("ALTER TABLE feeds ADD COLUMN summarizer TEXT")
+
+
 def iso(when: datetime | None) -> str | None:
     if when is None:
         return None
@@ -233,6 +239,8 @@ class PendingItem:
     article_retry_at: datetime | None = None
     summary_hash: str | None = None
     summary_source: str | None = None
+    summarizer: str | None = None  # the feed's own method; None: the setting
+    summary_method: str | None = None  # what made the summary there now
 
 
 _FEED_COLUMNS = (
@@ -394,19 +402,20 @@ class Store:
                 if url not in existing:
                     c.execute(
                         "INSERT INTO feeds (url, origin_url, title, category, site_url, "
-                        "fetch_articles, private, added_at, next_fetch) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "fetch_articles, private, added_at, next_fetch, summarizer) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (url, url, sub.title, sub.category, sub.html_url, fetch_articles,
-                         int(sub.private), iso(now), iso(now)),
+                         int(sub.private), iso(now), iso(now), sub.summarizer),
                     )
                     counts["added"] += 1
                 else:
                     id_, active = existing[url]
                     c.execute(
                         "UPDATE feeds SET title = ?, category = ?, fetch_articles = ?, "
-                        "private = ?, active = 1, site_url = coalesce(site_url, ?) WHERE id = ?",
+                        "private = ?, active = 1, site_url = coalesce(site_url, ?), "
+                        "summarizer = ? WHERE id = ?",
                         (sub.title, sub.category, fetch_articles, int(sub.private),
-                         sub.html_url, id_),
+                         sub.html_url, sub.summarizer, id_),
                     )
                     if not active:  # subscribed again: a fresh start, even after a 410
                         counts["reactivated"] += 1
@@ -637,23 +646,35 @@ class Store:
     # --- summaries -------------------------------------------------------------------
 
     def pending_summaries(self, limit: int = 100, *, now: datetime | None = None,
-                          exclude: Sequence[int] = ()) -> list[PendingItem]:
+                          exclude: Sequence[int] = (), method: str | None = None,
+                          window: int = 0) -> list[PendingItem]:
         """Items to work on, newest first: the summary is missing, was made from
         older content, or from the item's own text while the article is now
         there; or (with ``now``) a failed article fetch is due to be retried and
-        article fetching is not off for the feed. ``exclude``: ids to skip."""
-        return list(self._pending(now, exclude, limit, "i.article_text"))
+        article fetching is not off for the feed; or (with ``method``) one of the
+        newest ``window`` items was summarised by another method than its feed's
+        (else ``method``). ``exclude``: ids to skip."""
+        return list(self._pending(now, exclude, limit, "i.article_text", method, window))
 
-    def pending_overview(self, *, now: datetime | None = None) -> Iterator[PendingItem]:
+    def pending_overview(self, *, now: datetime | None = None, method: str | None = None,
+                         window: int = 0) -> Iterator[PendingItem]:
         """Every item ``pending_summaries`` would return, in no order, read one at a
         time and without the article text: enough to count the backlog."""
-        return self._pending(now, (), None, "NULL")
+        return self._pending(now, (), None, "NULL", method, window)
 
     def _pending(self, now: datetime | None, exclude: Sequence[int], limit: int | None,
-                 article_text: str) -> Iterator[PendingItem]:
+                 article_text: str, method: str | None, window: int) -> Iterator[PendingItem]:
         where = ("(i.summary_hash IS NULL OR i.summary_hash != i.content_hash "
                  "OR (i.article_status = 'ok' AND i.summary_source IS NOT 'article')")
         args: list[Any] = []
+        if method is not None and window > 0:
+            # lead:<code> (a language without scoring: "lead:tr", not "lead:english")
+            # and none:* (an empty text) come out of any method: not stale.
+            where += (" OR (i.summary_method NOT LIKE coalesce(f.summarizer, ?) || ':%' "
+                      "AND NOT (i.summary_method LIKE 'lead:%' AND length(i.summary_method) <= 8) "
+                      "AND i.summary_method NOT LIKE 'none:%' "
+                      "AND i.id IN (SELECT id FROM items ORDER BY sort_date DESC LIMIT ?))")
+            args.extend((method, window))
         if now is not None:
             where += (" OR (i.article_retry_at <= ? AND i.url IS NOT NULL "
                       "AND coalesce(f.fetch_articles, 1) != 0)")
@@ -670,7 +691,8 @@ class Store:
             "SELECT i.id, i.feed_id, f.url, i.url, i.title, i.content_text, i.content_hash, "
             "coalesce(i.language, f.language), f.fetch_articles, i.article_status, "
             f"{article_text}, i.article_tries, i.article_retry_at, i.summary_hash, "
-            "i.summary_source FROM items i JOIN feeds f ON f.id = i.feed_id "
+            "i.summary_source, f.summarizer, i.summary_method "
+            "FROM items i JOIN feeds f ON f.id = i.feed_id "
             f"WHERE {where}{tail}", args)
         return (
             PendingItem(id=r[0], feed_id=r[1], feed_url=r[2], url=r[3], title=r[4],
@@ -678,7 +700,7 @@ class Store:
                         fetch_articles=None if r[8] is None else bool(r[8]),
                         article_status=r[9], article_text=r[10], article_tries=r[11] or 0,
                         article_retry_at=from_iso(r[12]), summary_hash=r[13],
-                        summary_source=r[14])
+                        summary_source=r[14], summarizer=r[15], summary_method=r[16])
             for r in rows
         )
 

@@ -3,25 +3,26 @@
 Every sentence of a summary is a sentence of the text (white space collapsed),
 so a reader never sees words the source did not print.
 
-The default method, in short:
+Every method is a sumy summarizer working on sumy's document model, built from
+our offline sentence splitter (``aggregator.sentences``: no NLTK data):
+``default`` (``aggregator.summarizers.LeadCentralitySummarizer``), ``lead`` and
+sumy's lexrank, lsa, textrank, luhn, edmundson, kl, sumbasic and reduction. One
+function, ``summarizers.shape``, turns any method's ratings into the seed's shape:
 
-* split the text into sentences offline (``aggregator.sentences``: no NLTK data);
-  headings, bylines and repeated lines are not sentences;
-* score each sentence by centrality: its word overlap with every other
-  sentence (lower-cased, stop words out; stemmed except in English), each pair
-  divided by sqrt(|a| |b|), summed - sumy's "Reduction" graph score with a
-  cosine-like norm - plus a little for words shared with the title;
-* Context = the lead (first real sentence) + the best-scored of the opening
-  (the first third of the text, at least its first six sentences): news puts
-  the essentials first, so the Context reads as the story's opening;
-* Dive deeper = the best-scored of the other sentences (five words or more),
-  skipping near-repeats of a chosen one; each group in article order.
+* Context = the lead (first real sentence) + the best-rated of the opening,
+  with a bonus for position: news puts the essentials first;
+* Dive deeper = the best-rated of the other sentences, skipping questions,
+  captions, bylines, "Read more" lines and near-repeats, marking down points
+  that open with "But" or "He said"; each group in article order;
+* the length fits the article (``fitted_sizes``): under 300 words 2 + 2,
+  else 3 Context sentences and one point per 150 words, 2 to 5.
 
-On the BBC News Summary set this beats every sumy algorithm on ROUGE-1 and
-ROUGE-L at 3 + 5 sentences, and runs at ~1000 articles/s on one core
-(``python -m bench.summaries``; figures in bench/results/summaries.json).
-A position prior beyond the lead measured no gain there, so it is off
-(``Tuning.position_weight``).
+The default scores each sentence by directed centrality (word overlap with the
+sentences after it and before it, each pair divided by sqrt(|a| |b|), stop
+words out), a position prior and overlap with the title. Measured on held-out
+halves at equal sentence count (``python -m bench.summaries``): on CNN/DailyMail
+human highlights it is above lead-3 and every sumy method on ROUGE-1/2/L; on the
+BBC News Summary set sumy's Reduction and TextRank score higher.
 
 Languages: the feed's code (``en-gb``, ``de``, ``fr-FR``) picks sumy's stemmer
 and stop words. Text with no language (or a code that is no language) gets a
@@ -33,18 +34,30 @@ an empty text gets ``"none:empty"``.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from aggregator.sentences import split_sentences, words
+from aggregator.summarizers import (
+    DEFAULT_TUNING,
+    NAMES,
+    Tuning,
+    bags,
+    check_name,
+    ranking,
+    shape,
+)
 from aggregator.types import Summary
 
 __all__ = [
+    "NAMES",
+    "Tuning",
+    "check_language",
+    "check_name",
+    "is_point",
     "language_name",
     "guess_language",
     "score_sentences",
@@ -57,23 +70,6 @@ __all__ = [
 log = logging.getLogger("aggregator.summarize")
 
 
-@dataclass(frozen=True)
-class Tuning:
-    """Knobs of the default method; the defaults were chosen with
-    ``python -m bench.summaries --tune`` on the BBC set."""
-
-    position_weight: float = 0.0  # prior(i) = scale / (scale + i); the lead is kept anyway
-    position_scale: float = 3.0
-    title_weight: float = 0.1  # share of the title's words found in the sentence
-    sqrt_norm: bool = True  # pair score / sqrt(|a| |b|) instead of / (log |a| + log |b|)
-    keep_lead: bool = True  # the first real sentence always opens the context
-    context_window: int = 6  # the context is picked from the first max(window, n x share)
-    context_share: float = 1 / 3
-    redundancy: float = 0.9  # a point sharing this share of its words with a chosen one is skipped
-    min_point_words: int = 5  # shorter sentences ("Read more.") never become points
-
-
-DEFAULT_TUNING = Tuning()
 MAX_SENTENCES = 250
 # Scored on lower-cased words, unstemmed: Snowball stems cost 0.4 ROUGE-1 on the
 # BBC set. Other languages (richer inflection, not measured) are stemmed.
@@ -105,6 +101,7 @@ _MARKERS = {
     "czech": "a se na je v že to s z do o by jako ale pro",
     "romanian": "și în de la a cu că pe nu o un este din",
     "hungarian": "a az és hogy nem is egy van meg de",
+    "tr": "ve bir bu için ile da de olarak çok daha gibi en olan ancak sonra ise değil kadar",
 }
 _MARKER_SETS = {lang: frozenset(ws.split()) for lang, ws in _MARKERS.items()}
 # A marker several languages share says less than one only a single language
@@ -147,19 +144,26 @@ def _is_language_code(code: str) -> bool:
 
 
 def guess_language(text: str) -> str | None:
-    """Cheap guess from the script, then from common function words; None if unsure."""
+    """Cheap guess from the script, then from common function words; None if unsure.
+
+    A sumy language name (``english``, ``russian``), or the ISO code of a language
+    recognised but not scored (``ja``, ``zh``, ``ko``, ``th``, ``tr``)."""
     sample = text[:4000]
-    letters = [ch for ch in sample if ch.isalpha()]
-    if not letters:
+    n_letters = sum(map(str.isalpha, sample))
+    if not n_letters:
         return None
-    scripts = Counter(_script(ch) for ch in letters)
+    others = _NON_LATIN.findall(sample)  # few in a Latin-script text: counted one by one
+    scripts = Counter(_script(ch) for ch in others)
+    scripts["latin"] = n_letters - len(others)
     script, count = scripts.most_common(1)[0]
-    if count < 0.5 * len(letters):
+    if script in ("han", "kana") and scripts["kana"] >= 0.05 * n_letters:
+        return "ja"  # Japanese mixes kanji with kana; Chinese has none
+    if count < 0.5 * n_letters:
         return None
     if script != "latin":
         if script == "cyrillic":
-            return "ukrainian" if any(ch in "іїєґІЇЄҐ" for ch in letters) else "russian"
-        return script if script in _NAMES else None
+            return "ukrainian" if any(ch in "іїєґІЇЄҐ" for ch in others) else "russian"
+        return _SCRIPT_CODES.get(script) or (script if script in _NAMES else None)
     tokens = [w.lower() for w in words(sample)]
     if len(tokens) < 5:
         return None
@@ -169,6 +173,10 @@ def guess_language(text: str) -> str | None:
         key=lambda x: x[1],
     )
     return best if hits >= max(2, 0.05 * len(tokens)) else None
+
+
+_NON_LATIN = re.compile(r"[^\W\d_\u0000-\u024f]")
+_SCRIPT_CODES = {"han": "zh", "kana": "ja", "hangul": "ko", "thai": "th"}
 
 
 def _script(ch: str) -> str:
@@ -183,6 +191,14 @@ def _script(ch: str) -> str:
         return "hebrew"
     if 0x600 <= o < 0x700:
         return "arabic"
+    if 0xE00 <= o < 0xE80:
+        return "thai"
+    if 0x3040 <= o < 0x3100 or 0x31F0 <= o < 0x3200 or 0xFF66 <= o < 0xFFA0:
+        return "kana"
+    if 0xAC00 <= o < 0xD7B0 or 0x1100 <= o < 0x1200 or 0x3130 <= o < 0x3190:
+        return "hangul"
+    if 0x4E00 <= o < 0xA000 or 0x3400 <= o < 0x4DC0 or 0xF900 <= o < 0xFB00:
+        return "han"
     return "other"
 
 
@@ -217,6 +233,24 @@ def _language_tools(language: str) -> tuple[Callable[[str], str], frozenset[str]
 
 
 # -- text -> sentences -------------------------------------------------------
+
+# A wire credit or dateline glued to a sentence's start: "(CNN) -- ", "(CNN)The",
+# "LONDON, England (Reuters) - ", "WASHINGTON -- ", "Updated 10:15 GMT ...".
+_DATELINE = re.compile(
+    r"^(?:[A-Z][\w.'’-]*(?:[ ,]+[A-Z][\w.'’-]*){0,3},?\s*)?"
+    r"\((?:CNN|Reuters|AP|AFP|UPI|EW\.com|[A-Z][\w.&' ]{1,30}?)\)\s*(?:--|[-–—:|])?\s*"
+    r"|^[A-Z][A-Z.'’-]{2,}(?:[ ,]+[A-Z][A-Za-z.'’-]+){0,3}\s+(?:--|[–—])\s+"
+)
+
+
+def strip_dateline(sentence: str) -> str:
+    """``sentence`` without a dateline or wire credit at its start (the rest verbatim)."""
+    m = _DATELINE.match(sentence)
+    if m is None or m.end() >= len(sentence):
+        return sentence
+    rest = sentence[m.end():]
+    return rest if rest[:1].isupper() or rest[:1].isdigit() or rest[:1] in "\"“'‘" else sentence
+
 
 
 def split_text(text: str, language: str = "english") -> list[str]:
@@ -266,7 +300,9 @@ def split_text(text: str, language: str = "english") -> list[str]:
     seen: set[str] = set()
     for block in blocks:
         for sentence in split_sentences(block, language):
-            if sentence not in seen:  # a repeated line (a title shown twice) counts once
+            sentence = strip_dateline(sentence)
+            # a repeated line (a title shown twice) counts once
+            if sentence and sentence not in seen:
                 seen.add(sentence)
                 out.append(sentence)
     return out
@@ -275,127 +311,61 @@ def split_text(text: str, language: str = "english") -> list[str]:
 # -- scoring -----------------------------------------------------------------
 
 
-def _bags(
-    sentences: Sequence[str], stem: Callable[[str], str], stop: frozenset[str]
-) -> list[Counter[str]]:
-    bags = []
-    for s in sentences:
-        toks = [w.lower() for w in words(s)]
-        bags.append(Counter(stem(t) for t in toks if t not in stop))
-    return bags
-
-
-def _centrality(bags: Sequence[Counter[str]], sqrt_norm: bool = False) -> list[float]:
-    """Reduction score: sum over the other sentences of shared words / (log|a| + log|b|)."""
-    n = len(bags)
-    sizes = [sum(b.values()) for b in bags]
-    logs = [math.log(k) if k else 0.0 for k in sizes]
-    # Inverted index: word -> [(sentence, count)], so only sharing pairs are visited.
-    index: dict[str, list[tuple[int, int]]] = {}
-    for i, bag in enumerate(bags):
-        for w, c in bag.items():
-            index.setdefault(w, []).append((i, c))
-    shared: Counter[tuple[int, int]] = Counter()
-    for postings in index.values():
-        if len(postings) < 2:
-            continue
-        for a in range(len(postings)):
-            i, ci = postings[a]
-            for b in range(a + 1, len(postings)):
-                j, cj = postings[b]
-                shared[i, j] += ci * cj
-    scores = [0.0] * n
-    for (i, j), overlap in shared.items():
-        norm = math.sqrt(sizes[i] * sizes[j]) if sqrt_norm else logs[i] + logs[j]
-        if norm > 0:
-            r = overlap / norm
-            scores[i] += r
-            scores[j] += r
-    return scores
-
-
-def _scores(
-    bags: Sequence[Counter[str]], title: Counter[str] | None, tuning: Tuning
-) -> list[float]:
-    """Centrality (max-normalised) + title overlap + position prior."""
-    central = _centrality(bags, tuning.sqrt_norm)
-    top = max(central, default=0.0) or 1.0
-    scale = tuning.position_scale
-    out = [c / top + tuning.position_weight * scale / (scale + i) for i, c in enumerate(central)]
-    if title and tuning.title_weight:
-        for i, bag in enumerate(bags):
-            out[i] += tuning.title_weight * sum(1 for w in title if w in bag) / len(title)
-    return out
-
-
 def score_sentences(
     sentences: Sequence[str],
     language: str = "english",
     *,
     title: str | None = None,
     tuning: Tuning | None = None,
+    summarizer: str = "default",
 ) -> list[float]:
-    """The default method's score of each sentence (higher is more summary-worthy)."""
+    """A method's rating of each sentence (higher is more summary-worthy)."""
     tools = _language_tools(language)
     if tools is None:
         raise LookupError(f"no word scoring for {language}")
-    title_bag = _bags([title], *tools)[0] if title else None
-    return _scores(_bags(sentences, *tools), title_bag, tuning or DEFAULT_TUNING)
+    return ranking(check_name(summarizer), sentences, *tools, language, title,
+                   tuning or DEFAULT_TUNING)
 
 
-def _similar(a: Counter[str], b: Counter[str]) -> float:
-    """Share of the smaller sentence's distinct words found in the other one."""
-    if not a or not b:
-        return 0.0
-    small, large = (a, b) if len(a) <= len(b) else (b, a)
-    return sum(1 for w in small if w in large) / len(small)
+_NOT_A_POINT_START = re.compile(
+    r"\W*(?:read|see|click|tap|follow|subscribe|sign up|scroll|watch|listen|share|download"
+    r"|photo|picture|image|video|caption|credit|source|copyright|file photo|pictured"
+    r"|updated|published|last updated)s?\b"
+    r"|by\s+(?:[A-Z][\w.'-]*\s*){1,4}$",
+    re.IGNORECASE,
+)
+_NOT_A_POINT_END = re.compile(
+    r"(?:\?|\b(?:getty images|afp|reuters|ap photo|all rights reserved)\W*)[\"'”’)\].]*$",
+    re.IGNORECASE,
+)
 
 
-def _select(
-    sentences: Sequence[str],
-    scores: Sequence[float],
-    bags: Sequence[Counter[str]],
-    context_size: int,
-    points_size: int,
-    tuning: Tuning,
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    n = len(sentences)
-    lengths = [len(s.split()) for s in sentences]
-    best_first = sorted(range(n), key=lambda i: (-scores[i], i))
-    # Context: the lead, then the best of the opening (the first third, at least
-    # the first few sentences); a too-short line (dateline, "Updated 5 min ago")
-    # is skipped unless there is nothing else.
-    window = max(tuning.context_window, math.ceil(n * tuning.context_share), context_size)
-    opening = [i for i in range(n) if lengths[i] >= 4][:window]
-    if len(opening) < min(context_size, n):
-        opening = list(range(min(window, n)))
-    in_opening = set(opening)
-    ranked_opening = [i for i in best_first if i in in_opening]
-    if tuning.keep_lead and opening and context_size > 0:
-        rest = [i for i in ranked_opening if i != opening[0]]
-        context = sorted([opening[0], *rest[: context_size - 1]])
-    else:
-        context = sorted(ranked_opening[:context_size])
-    chosen = set(context)
-    candidates = [i for i in best_first if i not in chosen and lengths[i] >= tuning.min_point_words]
-    picked: list[int] = []
-    for i in candidates:
-        if len(picked) >= points_size:
-            break
-        if any(_similar(bags[i], bags[j]) >= tuning.redundancy for j in chosen):
-            continue
-        picked.append(i)
-        chosen.add(i)
-    for i in candidates:  # rather a near-repeat than too short a summary
-        if len(picked) >= points_size:
-            break
-        if i not in chosen:
-            picked.append(i)
-            chosen.add(i)
-    return tuple(sentences[i] for i in context), tuple(sentences[i] for i in sorted(picked))
+def is_point(sentence: str) -> bool:
+    """False for what readers don't want as a key point: questions, photo captions
+    and credits, bylines, "Read more", "Follow us", timestamps."""
+    return (_NOT_A_POINT_START.match(sentence) is None
+            and _NOT_A_POINT_END.search(sentence[-40:]) is None)
 
 
 # -- public API ----------------------------------------------------------------
+
+
+def fitted_sizes(n_words: int, context_size: int = 3, points_size: int = 5) -> tuple[int, int]:
+    """Context and points for an article of ``n_words``: under 300 words at most
+    2 + 2; longer, one point per 150 words (at least 2), up to the sizes asked for."""
+    if n_words < 300:
+        return min(context_size, 2), min(points_size, 2)
+    return context_size, min(points_size, max(2, n_words // 150))
+
+
+def check_language(code: str | None) -> str | None:
+    """``code`` if it names a language (a sumy name or an ISO 639 code), else ValueError."""
+    if code is None or language_name(code) is not None:
+        return code
+    base = code.strip().lower().replace("_", "-").split("-", 1)[0]
+    if _is_language_code(base):
+        return code
+    raise ValueError(f"unknown language {code!r}: give an ISO 639 code such as en, de, fr")
 
 
 def summarize(
@@ -405,32 +375,47 @@ def summarize(
     context_size: int = 3,
     points_size: int = 5,
     title: str | None = None,
+    summarizer: str = "default",
+    fit: bool = True,
 ) -> Summary:
     """Context (the story's opening) + up to ``points_size`` key sentences of ``text``.
 
     ``title`` (the item's headline, optional) is not summarised; sentences that
-    share its words score a little higher.
+    share its words score a little higher. ``summarizer`` is one of ``NAMES``.
+    ``fit``: a short text gets fewer sentences (``fitted_sizes``).
     """
+    name = check_name(summarizer)
     lang = language_name(language)
     code = (language or "").strip().lower().replace("_", "-").split("-", 1)[0]
     if lang is None and not _is_language_code(code):
         code = ""  # None, "", "xx-unknown": not a language, guess it
     if lang is None and not code:
-        lang = guess_language(text) or "english"
+        guess = guess_language(text)
+        if guess in _NAMES:
+            lang = guess
+        elif guess:
+            code = guess  # a language sumy cannot score (ja, zh, ko, th, tr ...)
+        else:
+            lang = "english"
     tools = _language_tools(lang) if lang else None
     sentences = split_text(text or "", lang or "english")
     if not sentences:
         return Summary((), (), "none:empty")
-    if tools is None:
-        label = code or lang or "und"
+    if fit:
+        n_words = sum(len(s.split()) for s in sentences)
+        context_size, points_size = fitted_sizes(n_words, context_size, points_size)
+    if tools is None or name == "lead":
+        label = lang if tools is not None else (code or lang or "und")
+        ok = [is_point(s) for s in sentences]
+        rest = [s for s, good in zip(sentences[context_size:], ok[context_size:], strict=True)
+                if good]  # fmt: skip
         return Summary(
-            tuple(sentences[:context_size]),
-            tuple(sentences[context_size : context_size + points_size]),
-            f"lead:{label}",
+            tuple(sentences[:context_size]), tuple(rest[:points_size]), f"lead:{label}"
         )
     assert lang is not None
     return summarize_sentences(
-        sentences, lang, title=title, context_size=context_size, points_size=points_size
+        sentences, lang, title=title, context_size=context_size, points_size=points_size,
+        summarizer=name,
     )
 
 
@@ -442,8 +427,9 @@ def summarize_sentences(
     context_size: int = 3,
     points_size: int = 5,
     tuning: Tuning | None = None,
+    summarizer: str = "default",
 ) -> Summary:
-    """The default method on sentences already split (``split_text``)."""
+    """A method on sentences already split (``split_text``), in the common shape."""
     tools = _language_tools(language)
     if tools is None:
         raise LookupError(f"no word scoring for {language}")
@@ -452,12 +438,13 @@ def summarize_sentences(
     if len(sentences) > MAX_SENTENCES:
         log.debug("summarising the first %d of %d sentences", MAX_SENTENCES, len(sentences))
         sentences = sentences[:MAX_SENTENCES]
+    name = check_name(summarizer)
     tuning = tuning or DEFAULT_TUNING
-    bags = _bags(sentences, *tools)
-    title_bag = _bags([title], *tools)[0] if title else None
-    scores = _scores(bags, title_bag, tuning)
-    context, points = _select(sentences, scores, bags, context_size, points_size, tuning)
-    return Summary(context, points, f"default:{language}")
+    bags_ = bags(sentences, *tools)
+    scores = ranking(name, sentences, *tools, language, title, tuning, bags_)
+    ok = [is_point(s) for s in sentences]
+    context, points = shape(sentences, scores, bags_, context_size, points_size, tuning, ok)
+    return Summary(context, points, f"{name}:{language}")
 
 
 def summarize_file(
@@ -466,6 +453,8 @@ def summarize_file(
     *,
     context_size: int = 3,
     points_size: int = 5,
+    summarizer: str = "default",
+    fit: bool = True,
 ) -> Summary:
     """Summary of a saved article: ``.html``/``.htm`` (main text extracted) or plain
     text whose first line is the title (not summarised)."""
@@ -488,6 +477,8 @@ def summarize_file(
         context_size=context_size,
         points_size=points_size,
         title=title,
+        summarizer=summarizer,
+        fit=fit,
     )
 
 

@@ -17,6 +17,7 @@ class Subscription:
     html_url: str | None = None
     fetch_articles: bool | None = None  # None: use the global switch
     private: bool = False  # marked private="true": its URL is never published
+    summarizer: str | None = None  # summarizer="lexrank": its own method; None: the setting
 
 
 @dataclass(frozen=True)

@@ -540,15 +540,25 @@ def _charset(headers: dict[str, str]) -> str | None:
     return None
 
 
-def _stale(item: PendingItem) -> bool:
-    """The summary is missing, made from older content, or from the item's own
-    text while its article is there."""
+def _stale(item: PendingItem, method: str | None = None) -> bool:
+    """The summary is missing, made from older content, from the item's own
+    text while its article is there, or by another method than wanted."""
     return (item.summary_hash != item.content_hash
-            or (item.article_status == "ok" and item.summary_source != "article"))
+            or (item.article_status == "ok" and item.summary_source != "article")
+            or _other_method(item, method))
+
+
+def _other_method(item: PendingItem, method: str | None) -> bool:
+    """The summary was made by another method than the item's feed wants."""
+    made, _, language = (item.summary_method or "").partition(":")
+    want = item.summarizer or method
+    if not want or made in ("", want, "none") or (made == "lead" and len(language) <= 3):
+        return False  # lead:<code>, none:*: what any method gives such a text
+    return True
 
 
 def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
-                    now: datetime) -> bool:
+                    now: datetime, method: str | None = None) -> bool:
     """Record the article fetch (if one was made) and write the summary when it
     is out of date; True when a summary was written. A failed fetch is tried
     again later (``decide.article_retry_at``); meanwhile the item is summarised
@@ -564,13 +574,13 @@ def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
         store.save_article(item.id, article.status, article.text, retry_at=retry_at)
         if article.status == "ok" and article.text:
             text, source = article.text, "article"
-        elif not _stale(item):
+        elif not _stale(item, method):
             return False  # a retry that failed again: the teaser's summary stands
-    elif not _stale(item):
+    elif not _stale(item, method):
         return False
     try:
         summary = summarize(text or item.content_text or "", language=item.language,
-                            title=item.title)
+                            title=item.title, summarizer=item.summarizer or method or "default")
     except Exception as e:  # a bug in one summary: recorded on it, not retried until it changes
         log.error("item %d (%s): cannot summarise: %s", item.id, item.url,
                   _internal(f"item {item.id}", e))
@@ -594,9 +604,10 @@ def summary_backlog(settings: Settings, store: Store, now: datetime) -> tuple[in
     """(article pages to fetch, summaries to write) for the backlog as it is now,
     by the rules ``summarize_pending`` follows; read one item at a time."""
     articles = summaries = 0
-    for item in store.pending_overview(now=now if settings.fetch_articles else None):
+    for item in store.pending_overview(now=now if settings.fetch_articles else None,
+                                       method=settings.summarizer, window=settings.max_entries):
         articles += wants_article(item, settings, now)
-        summaries += _stale(item)
+        summaries += _stale(item, settings.summarizer)
     return articles, summaries
 
 
@@ -637,7 +648,8 @@ def summarize_pending(
     while not should_stop() and (limit is None or done < limit):
         now = clock()
         pending = store.pending_summaries(
-            batch, now=now if settings.fetch_articles else None, exclude=sorted(skip))
+            batch, now=now if settings.fetch_articles else None, exclude=sorted(skip),
+            method=settings.summarizer, window=settings.max_entries)
         if not pending:
             break
         wanted = [p for p in pending if wants_article(p, settings, now)]
@@ -660,7 +672,8 @@ def summarize_pending(
                 skip.add(item.id)  # written once already and still pending: not again now
                 continue
             try:
-                wrote = _summarize_item(store, item, articles.get(item.id), clock())
+                wrote = _summarize_item(store, item, articles.get(item.id), clock(),
+                                        settings.summarizer)
             except StorageError as e:
                 log.error("item %d (%s): not saved, tried again later: %s", item.id, item.url,
                           e)

@@ -1,10 +1,15 @@
-"""Summary quality and speed on the BBC News Summary set (2225 articles).
+"""Summary quality and speed on the BBC News Summary set (2225 articles, extractive
+references) and on CNN/DailyMail articles with their human-written highlights.
 
-    python -m bench.summaries                    # all methods, 8 sentences (3 + 5)
-    python -m bench.summaries --sentences 5      # at the issue's reference size
+    python -m bench.summaries                    # BBC, all methods, 8 sentences (3 + 5)
+    python -m bench.summaries --set cnn --sentences 3 --half test
     python -m bench.summaries --limit 50 --methods lead,reduction,default
     python -m bench.summaries --segmenters       # sentence segmenters compared
-    python -m bench.summaries --tune             # the default's position prior, swept
+    python -m bench.summaries --tune --half tune # the default's knobs, swept
+
+``--half tune`` takes the even-numbered articles of the (sorted) set, ``--half
+test`` the odd ones: the default is tuned on the first and reported on the second.
+Every method gets the same number of sentences per article.
 
 ROUGE-1/-2/-L F1 (x100) of each method's summary against the reference summary,
 both as produced ("full") and cut to the first 100 words ("100w"). Scores use
@@ -26,12 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aggregator import summarize as S
-from aggregator.sentences import SentenceTokenizer, split_sentences
+from aggregator.sentences import split_sentences
 from bench.farm import read_text
 
-ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbc-news-summary"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = SHARED / "bbc-news-summary"
+CNN = SHARED / "human-summaries" / "cnn_dailymail_validation.csv"
 RESULTS = Path(__file__).resolve().parent / "results" / "summaries.json"
-SUMY = ("lexrank", "lsa", "textrank", "luhn", "sumbasic", "kl", "reduction")
+SUMY = ("lexrank", "lsa", "textrank", "luhn", "edmundson", "sumbasic", "kl", "reduction")
 METHODS = ("lead", *SUMY, "default")
 CUT_WORDS = 100
 
@@ -90,13 +97,46 @@ def split_reference(summary: str, body: str) -> tuple[list[str], list[str]]:
     return pieces, gold
 
 
-def load(limit: int | None = None) -> list[Article]:
+def halve(items: list, half: str) -> list:
+    """Even-numbered items (``tune``), odd-numbered (``test``) or all."""
+    if half == "tune":
+        return items[0::2]
+    if half == "test":
+        return items[1::2]
+    return items
+
+
+def spread(items: list, limit: int | None) -> list:
+    if limit and limit < len(items):
+        step = len(items) / limit
+        return [items[int(i * step)] for i in range(limit)]
+    return items
+
+
+def load_cnn(limit: int | None = None, half: str = "all") -> list[Article]:
+    """CNN/DailyMail articles (one paragraph each) and their highlights."""
+    import csv
+
+    if not CNN.is_file():
+        raise SystemExit(f"{CNN} is absent: the CNN/DailyMail sample is needed")
+    csv.field_size_limit(1 << 30)
+    with open(CNN, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in spread(halve(rows, half), limit):
+        ref = [h.strip() for h in r["highlights"].splitlines() if h.strip()]
+        out.append(Article(r["id"], "", r["article"], ref, []))
+    return out
+
+
+def load_set(name: str, limit: int | None = None, half: str = "all") -> list[Article]:
+    return load_cnn(limit, half) if name == "cnn" else load(limit, half)
+
+
+def load(limit: int | None = None, half: str = "all") -> list[Article]:
     if not ROOT.is_dir():
         raise SystemExit(f"{ROOT} is absent: the BBC News Summary set is needed")
-    paths = sorted((ROOT / "News Articles").glob("*/*.txt"))
-    if limit and limit < len(paths):  # spread evenly over the categories
-        step = len(paths) / limit
-        paths = [paths[int(i * step)] for i in range(limit)]
+    paths = spread(halve(sorted((ROOT / "News Articles").glob("*/*.txt")), half), limit)
     out = []
     for p in paths:
         text = read_text(p)
@@ -186,29 +226,18 @@ Summarizer = Callable[[Article, list[str], int], list[str]]
 
 
 def _sumy(name: str) -> Summarizer:
-    from sumy.models.dom import ObjectDocumentModel, Paragraph, Sentence
-    from sumy.nlp.stemmers import Stemmer
-    from sumy.summarizers.kl import KLSummarizer
-    from sumy.summarizers.lex_rank import LexRankSummarizer
-    from sumy.summarizers.lsa import LsaSummarizer
-    from sumy.summarizers.luhn import LuhnSummarizer
-    from sumy.summarizers.reduction import ReductionSummarizer
-    from sumy.summarizers.sum_basic import SumBasicSummarizer
-    from sumy.summarizers.text_rank import TextRankSummarizer
-    from sumy.utils import get_stop_words
+    """sumy's own summarizer, as sumy picks sentences (its top k, in article order),
+    on our sentences and with sumy's English stemmer and stop words."""
+    from aggregator.summarizers import document, summarizer
 
-    cls = {
-        "lexrank": LexRankSummarizer, "lsa": LsaSummarizer, "textrank": TextRankSummarizer,
-        "luhn": LuhnSummarizer, "sumbasic": SumBasicSummarizer, "kl": KLSummarizer,
-        "reduction": ReductionSummarizer,
-    }[name]  # fmt: skip
-    summarizer = cls(Stemmer("english"))
-    summarizer.stop_words = get_stop_words("english")
-    tokenizer = SentenceTokenizer("english")
+    stem, stop = S._language_tools("english") or (str, frozenset())
+    from sumy.nlp.stemmers import Stemmer
+
+    stemmer = Stemmer("english")
 
     def run(article: Article, sentences: list[str], k: int) -> list[str]:
-        doc = ObjectDocumentModel([Paragraph([Sentence(s, tokenizer) for s in sentences])])
-        return [str(s) for s in summarizer(doc, k)]
+        s = summarizer(name, stemmer, stop, "english", article.title or None)
+        return [str(x) for x in s(document(sentences, "english", article.title or None), k)]
 
     return run
 
@@ -225,8 +254,21 @@ def context_size(k: int) -> int:
 def _default(article: Article, sentences: list[str], k: int) -> list[str]:
     """The project's summarize() on the raw text: segmentation included in the timing."""
     ctx = context_size(k)
-    s = S.summarize(article.body, context_size=ctx, points_size=k - ctx, title=article.title)
+    s = S.summarize(article.body, context_size=ctx, points_size=k - ctx,
+                    title=article.title or None, fit=False)
     return [*s.context, *s.points]
+
+
+def _shaped(name: str) -> Summarizer:
+    """A sumy method in the project's shape (``summarize(..., summarizer=name)``)."""
+
+    def run(article: Article, sentences: list[str], k: int) -> list[str]:
+        ctx = context_size(k)
+        s = S.summarize(article.body, context_size=ctx, points_size=k - ctx,
+                        title=article.title or None, fit=False, summarizer=name)
+        return [*s.context, *s.points]
+
+    return run
 
 
 def method(name: str) -> Summarizer:
@@ -236,6 +278,8 @@ def method(name: str) -> Summarizer:
         return _default
     if name in SUMY:
         return _sumy(name)
+    if name.endswith("+shape") and name[: -len("+shape")] in SUMY:
+        return _shaped(name[: -len("+shape")])
     raise SystemExit(f"unknown method {name!r}; known: {', '.join(METHODS)}")
 
 
@@ -280,7 +324,7 @@ def evaluate(
 
 
 def run_methods(args: argparse.Namespace) -> dict[str, object]:
-    articles = load(args.limit)
+    articles = load_set(args.set, args.limit, args.half)
     rouge = Rouge()
     if args.check:
         print(f"max |ours - rouge_score| on {min(30, len(articles))} summaries: "
@@ -295,12 +339,15 @@ def run_methods(args: argparse.Namespace) -> dict[str, object]:
         label = f"lead-{args.sentences}" if name == "lead" else name
         rows[label] = evaluate(name, method(name), articles, segmented, args.sentences, rouge, refs)
         print(f"  {label:<10} done", file=sys.stderr)
-    print(f"\n{len(articles)} articles, {args.sentences} sentences per summary "
+    print(f"\n{args.set} ({args.half}): {len(articles)} articles, "
+          f"{args.sentences} sentences per summary "
           f"(default = {context_size(args.sentences)} context + "
           f"{args.sentences - context_size(args.sentences)} points); "
           f"segmentation alone: {seg_rate:.0f} articles/s\n")  # fmt: skip
     print_table(rows)
     return {
+        "set": args.set,
+        "half": args.half,
         "articles": len(articles),
         "sentences": args.sentences,
         "segmentation_articles_per_s": round(seg_rate, 1),
@@ -393,40 +440,62 @@ def run_segmenters(args: argparse.Namespace) -> dict[str, object]:
 
 
 TUNE_GRID = {
-    "position_weight": (0.0, 0.1, 0.2),
-    "title_weight": (0.0, 0.1, 0.2),
-    "sqrt_norm": (False, True),
-    "keep_lead": (False, True),
-    "redundancy": (0.8, 1.1),
+    "backward": (1.0, 0.5),
+    "position_weight": (0.0, 0.3, 1.0),
+    "position_scale": (1.0,),
+    "context_position": (0.0, 1.0, 3.0),
 }
+TUNE_SENTENCES = {"cnn": 3}  # CNN/DailyMail highlights: ~2.6 sentences; BBC: --sentences
 
 
 def run_tune(args: argparse.Namespace) -> dict[str, object]:
-    """Sweep the default method's knobs; print the best by mean of R1/RL, full and 100w."""
+    """Sweep the default method's knobs on each set of ``--set`` (comma-separated);
+    rank by the mean, over the sets, of the gain over lead-N in mean ROUGE
+    (CNN: R1, R2, RL; BBC: R1, RL, full and 100 words)."""
     import itertools
 
-    articles = load(args.limit)
     rouge = Rouge()
-    segmented = [S.split_text(a.body) for a in articles]
-    refs = [rouge.tokens(" ".join(a.reference)) for a in articles]
-    ctx = context_size(args.sentences)
-    rows = {}
+    sets = args.set.split(",")
+    data = {}
+    for name in sets:
+        arts = load_set(name, args.limit, args.half)
+        k = TUNE_SENTENCES.get(name, args.sentences)
+        segs = [S.split_text(a.body) for a in arts]
+        refs = [rouge.tokens(" ".join(a.reference)) for a in arts]
+        lead = evaluate("lead", _lead, arts, segs, k, rouge, refs)
+        data[name] = (arts, segs, refs, k, lead)
+
+    def key(name: str, r: dict[str, float]) -> float:
+        cols = ("R1", "R2", "RL") if name == "cnn" else ("R1", "RL", "R1_100w", "RL_100w")
+        return sum(r[c] for c in cols) / len(cols)
+
+    rows: dict[str, dict[str, float]] = {}
     keys = list(TUNE_GRID)
     for values in itertools.product(*TUNE_GRID.values()):
         params = dict(zip(keys, values, strict=True))
         tuning = S.Tuning(**params)  # type: ignore[arg-type]
+        label = " ".join(f"{k}={v}" for k, v in params.items())
+        row: dict[str, float] = {}
+        for name, (arts, segs, refs, k, lead) in data.items():
+            ctx = context_size(k)
 
-        def fn(a: Article, sents: list[str], k: int, t: S.Tuning = tuning) -> list[str]:
-            s = S.summarize_sentences(
-                sents, "english", title=a.title, context_size=ctx, points_size=k - ctx, tuning=t
-            )
-            return [*s.context, *s.points]
+            def fn(a: Article, sents: list[str], n: int, t: S.Tuning = tuning,
+                   c: int = ctx) -> list[str]:
+                s = S.summarize_sentences(sents, "english", title=a.title or None,
+                                          context_size=c, points_size=n - c, tuning=t)
+                return [*s.context, *s.points]
 
-        label = " ".join(f"{k.split('_')[0]}={v}" for k, v in params.items())
-        rows[label] = evaluate("tune", fn, articles, segmented, args.sentences, rouge, refs)
-    key = lambda r: (r["R1"] + r["RL"] + r["R1_100w"] + r["RL_100w"]) / 4  # noqa: E731
-    best = dict(sorted(rows.items(), key=lambda kv: -key(kv[1]))[: args.top])
-    print_table(best)
+            r = evaluate("tune", fn, arts, segs, k, rouge, refs)
+            for m in ("R1", "R2", "RL"):
+                row[f"{name}_{m}"] = r[m]
+            row[f"{name}_gain"] = key(name, r) - key(name, lead)
+        row["gain"] = sum(row[f"{n}_gain"] for n in data) / len(data)
+        rows[label] = row
+    print("lead: " + ", ".join(f"{n} {d[4]['R1']:.2f}/{d[4]['R2']:.2f}/{d[4]['RL']:.2f}"
+                                for n, d in data.items()))  # fmt: skip
+    for label, row in sorted(rows.items(), key=lambda kv: -kv[1]["gain"])[: args.top]:
+        cells = " ".join(f"{k}={v:.2f}" for k, v in row.items())
+        print(f"{label}\n    {cells}")
     return {"tune": {k: {m: round(v, 2) for m, v in r.items()} for k, r in rows.items()}}
 
 
@@ -434,6 +503,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.summaries", description=__doc__.split("\n")[0]
     )
+    ap.add_argument("--set", default="bbc", help="bbc or cnn (--tune: both, comma-separated)")
+    ap.add_argument("--half", default="all", choices=("all", "tune", "test"),
+                    help="all articles, the even-numbered (tune) or the odd-numbered (test)")
     ap.add_argument("--limit", type=int, help="use N articles spread over the set")
     ap.add_argument("--methods", help=f"comma-separated, from: {','.join(METHODS)}")
     ap.add_argument("--sentences", type=int, default=8, help="sentences per summary (8)")
@@ -449,6 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         key, result = f"tune_{args.sentences}", run_tune(args)
     else:
         key, result = f"sentences_{args.sentences}", run_methods(args)
+        if args.set != "bbc" or args.half != "all":
+            key = f"{args.set}_{args.half}_{key}"
     if args.limit:
         key += f"_limit_{args.limit}"
     data = {}
