@@ -332,4 +332,5 @@ def test_add_of_a_page_finds_its_json_feed(tmp_path: Path) -> None:
             headers={"Content-Type": "application/feed+json"}))
         with make_fetcher(settings_for(tmp_path)) as fetcher:
             found = feed_url(fetcher, server.url_for("/blog/"))
-    assert found == (server.url_for("/blog/feed.json"), "Old Style")
+    assert (found.url, found.title) == (server.url_for("/blog/feed.json"), "Old Style")
+    assert found.parsed is not None and found.parsed.items  # the fetch add made is kept
