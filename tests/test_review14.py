@@ -1,0 +1,53 @@
+"""Review of the first-hour changes (issue 14) as a new user and an attacker:
+what ``add``/``remove`` accept, feeds.opml staying readable, ``summarize``'s
+reading of its input. Each test is a finding that was fixed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from aggregator import opml
+from aggregator.cli import main
+from aggregator.types import Subscription
+
+ROOT = Path(__file__).resolve().parents[1]
+DEAD = "http://127.0.0.1:9/"  # the discard port: nothing listens, the feed "does not answer"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for name in [k for k in os.environ if k.startswith("AGGREGATOR_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("bad", ["\x01", "\x0b", "\udcff", "\ufffe"])
+def test_a_title_or_category_xml_cannot_hold_leaves_feeds_opml_readable(tmp_path, capsys, bad):
+    # "\udcff" is how Python hands over an argv byte that is not UTF-8 ($'\xff')
+    feeds = tmp_path / "feeds.opml"
+    shutil.copy(ROOT / "feeds.opml", feeds)
+    code, out, err = cli(capsys, "--db", "x.db", "add", DEAD + "a", "--title", f"a{bad}b",
+                         "--category", f"World{bad}")
+    assert code == 0, err
+    code, out, err = cli(capsys, "--db", "x.db", "add", DEAD + "b", "--title", f"c{bad}d")
+    assert code == 0, err
+    subs = {s.url: s for s in opml.read(feeds)}  # raised OPMLError: not well-formed
+    assert (subs[DEAD + "a"].title, subs[DEAD + "a"].category) == ("ab", "World")
+    assert subs[DEAD + "b"].title == "cd"
+    assert len(subs) == 11
+    # the tree path (a file the text edit can't take) drops them too
+    doc = opml.Document(None)
+    assert doc.add(Subscription(DEAD + "c", f"e{bad}f", f"g{bad}"))
+    assert [(s.title, s.category) for s in opml.subscriptions(opml.parse_bytes(
+        doc.to_bytes()))] == [("ef", "g")]
