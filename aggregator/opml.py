@@ -505,11 +505,13 @@ def _attrs(sub: Subscription) -> dict[str, str]:
 
 def find(root: ET.Element, key: str) -> list[str]:
     """The URLs of the feeds ``key`` names: its URL (scheme and host in any case,
-    whitespace around it ignored) or else its title (case and spacing ignored)."""
+    whitespace around it ignored) or else its title (case and spacing ignored).
+    A key written as a URL names no title: an untitled feed's title is its URL,
+    and its path in another case is another feed."""
     urls = [_url(o) for _, o in _outlines(root)]
     wanted = url_key(key)
     by_url = [u for u in urls if url_key(u) == wanted]
-    if by_url:
+    if by_url or "://" in key:
         return list(dict.fromkeys(by_url))
     name = _name_key(key)
     return list(dict.fromkeys(

@@ -51,3 +51,17 @@ def test_a_title_or_category_xml_cannot_hold_leaves_feeds_opml_readable(tmp_path
     assert doc.add(Subscription(DEAD + "c", f"e{bad}f", f"g{bad}"))
     assert [(s.title, s.category) for s in opml.subscriptions(opml.parse_bytes(
         doc.to_bytes()))] == [("ef", "g")]
+
+
+def test_remove_by_a_url_whose_path_differs_in_case_removes_nothing(tmp_path, capsys):
+    # an outline added without a title is titled with its URL; a URL typed in
+    # another case matched that title, and removed a feed of another path
+    feeds = tmp_path / "feeds.opml"
+    code, _, err = cli(capsys, "--db", "x.db", "add", DEAD + "CAPS")
+    assert code == 0, err
+    code, out, err = cli(capsys, "--db", "x.db", "remove", DEAD + "caps")
+    assert code == 1 and out == "" and f"not subscribed: {DEAD}caps" in err
+    assert [s.url for s in opml.read(feeds)] == [DEAD + "CAPS"]
+    code, out, err = cli(capsys, "--db", "x.db", "remove", " HTTP://127.0.0.1:9/CAPS ")
+    assert code == 0 and out.startswith(f"removed: {DEAD}CAPS"), err
+    assert opml.read(feeds) == []
