@@ -65,3 +65,30 @@ def test_remove_by_a_url_whose_path_differs_in_case_removes_nothing(tmp_path, ca
     code, out, err = cli(capsys, "--db", "x.db", "remove", " HTTP://127.0.0.1:9/CAPS ")
     assert code == 0 and out.startswith(f"removed: {DEAD}CAPS"), err
     assert opml.read(feeds) == []
+
+
+@pytest.mark.parametrize("typed", ["http://a b/feed", "http://127.0.0.1:9/a feed",
+                                   "http://127.0.0.1:9/\x01", "http://127.0.0.1:9/a\nb"])
+def test_add_of_a_url_with_a_space_or_control_character_is_refused(tmp_path, capsys, typed):
+    # "http://a b/" failed as a DNS lookup, "not answering": it was subscribed anyway
+    code, out, err = cli(capsys, "--db", "x.db", "add", typed)
+    assert code == 1 and out == ""
+    assert "a URL has no spaces or control characters" in err
+    assert not (tmp_path / "feeds.opml").exists()
+
+
+@pytest.mark.parametrize("typed", ["javascript:alert(1)", "mailto:a@b.example",
+                                   "data:text/xml,<rss/>", "file:/etc/passwd"])
+def test_add_of_another_scheme_without_slashes_is_refused_not_tried_as_a_host(
+        tmp_path, capsys, typed):
+    # it was tried as https://mailto:a@b.example (a DNS lookup of b.example)
+    code, out, err = cli(capsys, "--db", "x.db", "add", typed)
+    assert code == 1 and out == ""
+    assert err.strip() == (f"aggregator: error: {typed}: only http:// and https:// URLs "
+                           "can be followed")
+    assert not (tmp_path / "feeds.opml").exists()
+
+
+def test_a_host_with_a_port_and_no_scheme_is_still_tried_as_https(tmp_path, capsys):
+    code, _, err = cli(capsys, "--db", "x.db", "add", "127.0.0.1:9/feed")
+    assert code == 1 and "did you mean https://127.0.0.1:9/feed?" in err
