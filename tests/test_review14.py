@@ -92,3 +92,46 @@ def test_add_of_another_scheme_without_slashes_is_refused_not_tried_as_a_host(
 def test_a_host_with_a_port_and_no_scheme_is_still_tried_as_https(tmp_path, capsys):
     code, _, err = cli(capsys, "--db", "x.db", "add", "127.0.0.1:9/feed")
     assert code == 1 and "did you mean https://127.0.0.1:9/feed?" in err
+
+
+ARTICLE = ("The bridge\nThe old bridge over the river closed on Monday for repairs. Engineers "
+           "found cracks in two of its arches during a routine inspection. The council said "
+           "the work would take six months and cost four million pounds. Buses will run a "
+           "detour through the town centre until the bridge opens again. Shop owners near "
+           "the bridge fear they will lose customers while it is closed.\n")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-8-sig"])
+def test_summarize_reads_text_its_byte_order_mark_names(tmp_path, capsys, encoding):
+    # UTF-16 was refused as "binary data (NUL bytes)"
+    plain, marked = tmp_path / "plain.txt", tmp_path / "marked.txt"
+    plain.write_text(ARTICLE, encoding="utf-8")
+    data = ARTICLE.encode(encoding)
+    marked.write_bytes(data if encoding != "utf-16-be" else b"\xfe\xff" + data)
+    code, out, err = cli(capsys, "summarize", "--json", str(plain), str(marked))
+    assert code == 0, err
+    first, second = out.splitlines()
+    assert first.replace(str(plain), "F") == second.replace(str(marked), "F")
+    assert "bridge" in first
+
+
+def test_summarize_refuses_control_characters_that_happen_to_be_utf8(tmp_path, capsys):
+    junk = tmp_path / "junk.txt"
+    junk.write_bytes(bytes(range(1, 32)) * 200)
+    code, out, err = cli(capsys, "summarize", str(junk))
+    assert code == 1 and out == ""
+    assert err.strip() == (f"aggregator: error: {junk}: binary data (control characters), "
+                           "not text; not summarised")
+
+
+def test_summarize_decodes_the_charset_an_html_page_declares(tmp_path, capsys):
+    # the declared charset let the page through, then it was read as Windows-1252
+    text = ("Старый мост через реку закрыли в понедельник на ремонт. Инженеры нашли "
+            "трещины в двух арках во время проверки. Работы займут шесть месяцев. ")
+    page = tmp_path / "page.html"
+    page.write_bytes(b'<html><head><meta charset="koi8-r"><title>t</title></head><body>'
+                     + f"<article><p>{text}</p><p>{text}</p></article>".encode("koi8-r")
+                     + b"</body></html>")
+    code, out, err = cli(capsys, "summarize", "--json", str(page))
+    assert code == 0, err
+    assert "мост" in out and "Ð" not in out and "Ñ" not in out
