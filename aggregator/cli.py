@@ -546,6 +546,7 @@ _MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
           (b"GIF8", "a GIF image"), (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"),
           (b"\x1f\x8b", "gzip data"), (b"RIFF", "a RIFF (WebP, WAV, AVI) file"),
           (b"\x7fELF", "a program"))
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 _CHARSET = re.compile(rb"""(?:charset|encoding)\s*=\s*["']?([A-Za-z0-9._-]+)""", re.I)
 
 
@@ -557,14 +558,16 @@ def _not_text(head: bytes) -> str | None:
     for magic, what in _MAGIC:
         if head.startswith(magic):
             return f"{what}, not text"
+    for bom, codec in _BOMS:  # UTF-16 holds NUL bytes: its mark says it is text
+        if head.startswith(bom):
+            return _control_noise(head[len(bom):].decode(codec, errors="replace"))
     if b"\x00" in head:
         return "binary data (NUL bytes), not text"
     try:
-        head.decode("utf-8")
-        return None
+        return _control_noise(head.decode("utf-8"))
     except UnicodeDecodeError as e:
-        if e.start > len(head) - 4:
-            return None  # a character cut by the 64 KiB read
+        if e.start > len(head) - 4:  # a character cut by the 64 KiB read
+            return _control_noise(head[:e.start].decode("utf-8"))
     m = _CHARSET.search(head[:4096])
     if m:
         import codecs
@@ -580,6 +583,13 @@ def _not_text(head: bytes) -> str | None:
     if controls > len(text) / 100 or foreign > len(text) * 0.3:
         return "not UTF-8 text and no charset declared (it reads as noise)"
     return None
+
+
+def _control_noise(text: str) -> str | None:
+    """Why decoded text is no text: mostly control characters (binary data that
+    happens to be valid UTF-8), or None."""
+    controls = sum(c < " " and c not in "\t\n\r\f" or c == "\ufffd" for c in text)
+    return "binary data (control characters), not text" if controls > len(text) / 100 else None
 
 
 def cmd_publish(args: argparse.Namespace, settings: config.Settings) -> int:

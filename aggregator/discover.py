@@ -30,6 +30,9 @@ from aggregator.parse import find_feed_links, parse
 from aggregator.types import FetchResult, ParsedFeed
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# "javascript:", "mailto:a@b", "data:...": a scheme, not a host (a host's ":" is its port's)
+_OTHER_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(?![0-9]|//)")
+_BLANK = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,13 @@ class Found:
 def typed_url(text: str) -> tuple[str, bool]:
     """(the URL meant by ``text``, whether a scheme was guessed)."""
     url = text.strip()
+    if _BLANK.search(url):  # else "http://a b/" is subscribed "anyway", as a DNS failure
+        raise DiscoveryError(f"{url!r}: a URL has no spaces or control characters "
+                             "(write a space in a path as %20)")
     if url.lower().startswith("feed:"):  # feed://host/rss, feed:https://host/rss
         url = url[5:]
         url = url if _SCHEME.match(url) else "https:" + ("" if url.startswith("//") else "//") + url
-    if _SCHEME.match(url):
+    if _SCHEME.match(url) or _OTHER_SCHEME.match(url):
         if not url.lower().startswith(("http://", "https://")):
             raise DiscoveryError(f"{url}: only http:// and https:// URLs can be followed")
         return url, False

@@ -24,7 +24,7 @@ import xml.parsers.expat as expat
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -457,10 +457,28 @@ def _name_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
+# What XML 1.0 cannot hold, even as a character reference (controls, lone
+# surrogates such as argv's undecodable bytes, U+FFFE/U+FFFF): written into
+# feeds.opml, it would leave a file nothing can read.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(sub: Subscription) -> Subscription:
+    """``sub`` with the characters XML cannot hold dropped from what it writes."""
+
+    def clean(value: str | None) -> str | None:
+        return _NOT_XML.sub("", value) if value is not None else None
+
+    return replace(sub, url=clean(sub.url) or "", title=clean(sub.title),
+                   category=clean(sub.category), html_url=clean(sub.html_url))
+
+
 def add(root: ET.Element, sub: Subscription, *, present: set[str] | None = None) -> bool:
     """Add ``sub`` unless its URL (compared as ``url_key`` does) is already there;
     True when added. ``present``: the ``url_key``s already in ``root``, kept up to
-    date (``merge`` passes one, so a long list is not searched once per feed)."""
+    date (``merge`` passes one, so a long list is not searched once per feed).
+    Characters XML cannot hold are dropped (``xml_safe``)."""
+    sub = xml_safe(sub)
     if present is None:
         present = {url_key(_url(o)) for _, o in _outlines(root)}
     key = url_key(sub.url)
@@ -487,11 +505,13 @@ def _attrs(sub: Subscription) -> dict[str, str]:
 
 def find(root: ET.Element, key: str) -> list[str]:
     """The URLs of the feeds ``key`` names: its URL (scheme and host in any case,
-    whitespace around it ignored) or else its title (case and spacing ignored)."""
+    whitespace around it ignored) or else its title (case and spacing ignored).
+    A key written as a URL names no title: an untitled feed's title is its URL,
+    and its path in another case is another feed."""
     urls = [_url(o) for _, o in _outlines(root)]
     wanted = url_key(key)
     by_url = [u for u in urls if url_key(u) == wanted]
-    if by_url:
+    if by_url or "://" in key:
         return list(dict.fromkeys(by_url))
     name = _name_key(key)
     return list(dict.fromkeys(
@@ -552,6 +572,7 @@ class Document:
         return self.data if self.data is not None else to_bytes(self.root)
 
     def add(self, sub: Subscription) -> bool:
+        sub = xml_safe(sub)
         if not add(self.root, sub):
             return False
         if self.data is not None:

@@ -458,12 +458,11 @@ def summarize_file(
 ) -> Summary:
     """Summary of a saved article: ``.html``/``.htm`` (main text extracted) or plain
     text whose first line is the title (not summarised)."""
+    from aggregator.extract import decode_html
+
     p = Path(path)
-    raw = p.read_bytes()
-    try:
-        content = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        content = raw.decode("cp1252", errors="replace")
+    # its byte order mark, UTF-8, the charset it declares, else Windows-1252
+    content = decode_html(p.read_bytes())
     title: str | None = None
     if p.suffix.lower() in (".html", ".htm", ".xhtml"):
         text = _html_text(content)
@@ -495,7 +494,9 @@ def _paragraph_text(html: str) -> str:
     import lxml.etree
     import lxml.html
 
-    parser = lxml.html.HTMLParser(no_network=True, remove_comments=True, remove_pis=True)
+    # the text is decoded already: its <meta charset> must not decode it a second time
+    parser = lxml.html.HTMLParser(no_network=True, remove_comments=True, remove_pis=True,
+                                  encoding="utf-8")
     try:
         doc = lxml.html.document_fromstring(html.encode("utf-8"), parser=parser)
     except (lxml.etree.ParserError, ValueError):  # empty or not HTML
