@@ -136,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = _cmd(sub, "publish", "Write the output files from the database now.",
              "aggregator --output public publish")
 
+    c = _cmd(sub, "search", "Find stored items by words of their title, text, Context or "
+             "article, newest first (words are ANDed; \"a phrase\", OR, prefix*).",
+             "aggregator search plane crash --since 2d")
+    c.add_argument("query", nargs="+", metavar="WORD", help="words to look for")
+    c.add_argument("--since", metavar="AGE",
+                   help="only items of the last 30m, 12h, 2d, 1w ...")
+    c.add_argument("--limit", type=int, default=50, metavar="N",
+                   help="at most N items (default 50)")
+    c.add_argument("--json", action="store_true", help="one JSON object per line")
+
     c = _cmd(sub, "serve", "Serve the output directory over HTTP.",
              "aggregator serve --host 127.0.0.1 --port 8080")
     c.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -602,6 +612,41 @@ def cmd_publish(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace, settings: config.Settings) -> int:
+    from aggregator import search
+    from aggregator.store import Store
+    from aggregator.update import utcnow
+
+    text = " ".join(args.query)
+    match = search.fts_query(text)
+    now = utcnow()
+    since = now - search.parse_since(args.since) if args.since else None
+    if args.limit < 1:
+        raise AggregatorError("--limit: give a number of items, 1 or more")
+    with Store(_existing_db(settings)) as store:  # read-write: see cmd_feeds
+        entries = store.search(match, since=since, limit=args.limit)
+    for e in entries:
+        when = e.published or e.updated or e.first_seen
+        context = " ".join(e.summary_context)
+        if args.json:
+            print(json.dumps({"id": e.item_id, "title": e.title, "url": e.url,
+                              "source": e.feed_title, "category": e.category,
+                              "date": when.astimezone(UTC).isoformat(timespec="seconds"),
+                              "age": search.age(when, now), "context": context or None},
+                             ensure_ascii=False))
+            continue
+        print(f"{search.age(when, now)}  {e.feed_title}  {e.title or '(untitled)'}")
+        if context:
+            print(textwrap.fill(context, 78, initial_indent="    ", subsequent_indent="    ",
+                                max_lines=3, placeholder=" …"))
+        if e.url:
+            print(f"    {e.url}")
+    if not entries and not args.json:
+        print(f"no items match {text!r}" + (f" since {args.since}" if args.since else ""),
+              file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: config.Settings) -> int:
     import signal
     import threading
@@ -659,6 +704,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, config.Settings], int]] = {
     "export": cmd_export,
     "summarize": cmd_summarize,
     "publish": cmd_publish,
+    "search": cmd_search,
     "serve": cmd_serve,
 }
 

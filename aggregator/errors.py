@@ -13,7 +13,8 @@
     │   └── HTTPStatusError      a 4xx/5xx answer (carries the status)
     ├── ParseError           bytes that are not a feed (stored on the feed)
     ├── PublishError         the output directory can't be written (unwritable, full)
-    └── DiscoveryError       `add` of a page that links to no feed
+    ├── DiscoveryError       `add` of a page that links to no feed
+    └── SearchError          a search with nothing to look for, or a bad --since
 
 Per-feed errors are returned as values and stored on the feed row; only the
 CLI turns the user-fixable ones (config, storage, publishing) into a one-line exit.
@@ -81,3 +82,7 @@ class PublishError(AggregatorError):
 
 class DiscoveryError(AggregatorError):
     pass
+
+
+class SearchError(AggregatorError):
+    """A search that can't run: nothing to look for, a bad --since, no index."""

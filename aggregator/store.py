@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aggregator import decide
+from aggregator import decide, storesearch
 from aggregator.errors import StorageError
 from aggregator.types import Entry, ParsedFeed, ParsedItem, Subscription, Summary
 
@@ -175,6 +175,14 @@ def m003_article_retries_private_feeds(db: sqlite_utils.Database) -> None:
 def m004_feed_summarizer(db: sqlite_utils.Database) -> None:
     """A feed's outline may name its own summary method (``summarizer="lexrank"``)."""
     db.execute("ALTER TABLE feeds ADD COLUMN summarizer TEXT")
+
+
+@migration
+def m006_search(db: sqlite_utils.Database) -> None:
+    """Full-text search: ``items_fts``, an FTS5 index over the items' title,
+    text, Context and article, kept in step by triggers and filled from the
+    items already stored (see storesearch.py)."""
+    storesearch.create(db.conn)
 
 
 def iso(when: datetime | None) -> str | None:
@@ -829,6 +837,26 @@ class Store:
 
     def count_items(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM items").fetchone()[0])
+
+    # --- search -------------------------------------------------------------------------
+
+    def search(self, match: str, *, since: datetime | None = None,
+               limit: int = 50) -> list[Entry]:
+        """The items an FTS5 query (``search.fts_query``) matches, newest first."""
+        if not storesearch.has_index(self.conn):  # a read-only open of an older file
+            raise StorageError(f"{self.path} has no search index yet (any command that "
+                               "writes, e.g. `aggregator update`, adds it)")
+        try:
+            ids = storesearch.matching_ids(self.conn, match, since=iso(since), limit=limit)
+        except sqlite3.OperationalError as e:  # fts5 syntax: search.fts_query has a bug
+            raise StorageError(f"search failed: {e}") from e
+        rows: dict[int, Entry] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(_ENTRY_SELECT + f"WHERE i.id IN ({marks})", chunk):
+                rows[r[0]] = _entry(r)
+        return [rows[i] for i in ids if i in rows]
 
 
 _ENTRY_SELECT = (
