@@ -371,6 +371,19 @@ def _is_json(body: bytes, headers: dict[str, str]) -> bool:
     return False
 
 
+def _entry_language(entry: Any) -> str | None:
+    """The item's own language: feedparser keeps an ``xml:lang`` on the item (or
+    inherited from the document) on each text construct's detail."""
+    found = entry.get("language")
+    for detail in (*(entry.get("content") or ())[:1], entry.get("summary_detail"),
+                   entry.get("title_detail")):
+        if found:
+            break
+        if isinstance(detail, dict):
+            found = detail.get("language")
+    return clean.language(found)
+
+
 def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> ParsedFeed:
     """Parse one feed document (RSS, Atom, RDF or JSON Feed). Raises
     ParseError, and nothing else, when the bytes are not a feed."""
@@ -425,7 +438,7 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> Pars
                 content=content,
                 content_text=clean.to_text(content),
                 categories=_categories(entry),
-                language=clean.language(entry.get("language")),
+                language=_entry_language(entry),
             )
         )
     warnings = []

@@ -512,3 +512,25 @@ def test_feedparser_given_a_stream_still_reads_the_headers() -> None:
     # without Content-Location, the URL asked for
     feed = parse(doc, {"Content-Type": headers["Content-Type"]}, "http://127.0.0.1/a/f", NOW)
     assert feed.items[0].url == "http://127.0.0.1/a/item/1"
+
+
+def test_an_items_xml_lang_is_its_language() -> None:
+    """xml:lang on an item (RSS) or entry (Atom) beats the document's language, so its
+    summary gets the right stemmer and stop words; an item without one has none of its own
+    (the feed's applies)."""
+    now = datetime.now(UTC)
+    rss_doc = (b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+               b'<link>http://a.example/</link><language>en</language>'
+               b'<item xml:lang="de"><title>Hochwasser</title><link>http://a.example/1</link>'
+               b'<description>Der Fluss ist gestiegen.</description></item>'
+               b'<item><title>Plain</title><link>http://a.example/2</link>'
+               b'<description>Words.</description></item></channel></rss>')
+    feed = parse(rss_doc, {}, "http://a.example/feed", now)
+    assert feed.language == "en"
+    assert [i.language for i in feed.items] == ["de", None]
+    atom_doc = (b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom" xml:lang="en">'
+                b'<title>T</title><id>x</id><updated>2026-01-01T00:00:00Z</updated>'
+                b'<entry xml:lang="fr-FR"><title>Crue</title><id>u1</id>'
+                b'<link href="http://a.example/1"/><updated>2026-01-01T00:00:00Z</updated>'
+                b'<content type="text">Le fleuve monte.</content></entry></feed>')
+    assert [i.language for i in parse(atom_doc, {}, "http://a.example/f", now).items] == ["fr-fr"]
