@@ -202,24 +202,38 @@ def run_update(docs: Sequence[Doc], workdir: Path) -> tuple[dict[str, object], P
     return {guid: sid for guid, sid in rows}, db, elapsed
 
 
-def stage_speed(db: Path) -> tuple[float, int, float]:
-    """Items per second of the clustering stage alone on an ingested database
-    (story tables emptied first), and its peak traced memory (MiB)."""
-    from aggregator.stages.cluster import cluster_pending
+def _reset(db: Path) -> None:
     from aggregator.store import Store
 
     with Store(db) as store, store.transaction() as c:
         c.execute("UPDATE items SET story_id = NULL")
         for table in ("story_terms", "story_keys", "story_df", "stories"):
             c.execute(f"DELETE FROM {table}")  # noqa: S608
-    with Store(db) as store:
-        tracemalloc.start()
-        t0 = time.perf_counter()
-        n = cluster_pending(store)
-        elapsed = time.perf_counter() - t0
-        peak = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
-    return n / elapsed, n, peak
+
+
+def stage_speed(db: Path) -> dict[str, float]:
+    """Items per second of the clustering stage alone on an ingested database
+    (story tables emptied first): cold (a new process: imports, empty stem
+    cache) and warm (as in a running daemon), and the warm run's peak traced
+    memory (MiB, a third run: tracing slows it)."""
+    from aggregator.stages.cluster import cluster_pending
+    from aggregator.store import Store
+
+    out = {}
+    for run in ("cold", "warm", "memory"):
+        _reset(db)
+        with Store(db) as store:
+            if run == "memory":
+                tracemalloc.start()
+            t0 = time.perf_counter()
+            n = cluster_pending(store)
+            elapsed = time.perf_counter() - t0
+            if run == "memory":
+                out["stage_peak_mib"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+                tracemalloc.stop()
+            else:
+                out[f"stage_{run}_items_per_s"] = round(n / elapsed)
+    return out
 
 
 # --- main --------------------------------------------------------------------------
@@ -269,9 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row["update_s"] = round(elapsed, 2)
                     missing = sum(1 for d in docs if pred.get(d.id) is None)
                     row["items_without_story"] = missing
-                    speed, n, peak = stage_speed(db)
-                    row["stage_items_per_s"] = round(speed)
-                    row["stage_peak_mib"] = round(peak, 1)
+                    row.update(stage_speed(db))
             bp, br, f1 = bcubed({d.id: pred.get(d.id) or f"none-{d.id}" for d in docs}, gold)
             row.update(precision=round(bp, 3), recall=round(br, 3), f1=round(f1, 3),
                        stories=len(set(pred.values())))
