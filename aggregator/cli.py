@@ -10,7 +10,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-articles", action="store_true",
                    help="don't fetch linked article pages")
     c.add_argument("--no-summaries", action="store_true", help="don't summarise new items")
+    c.add_argument("--no-stories", action="store_true",
+                   help="don't cluster new items into stories")
     c.add_argument("--no-publish", action="store_true", help="don't write the output files")
 
     c = _cmd(sub, "run", "Run the daemon: poll on schedule, summarise, publish and serve "
@@ -133,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"summary method: {', '.join(config.SUMMARIZERS)} "
                         "(default: the summarizer setting)")
 
+    c = _cmd(sub, "stories", "List the stories (items clustered across feeds) with their "
+             "sources, most sources first.", "aggregator stories --since 1d --min-sources 2")
+    c.add_argument("--since", default="1d", type=_age,
+                   help="stories seen within this long: 30m, 12h, 2d (default 1d)")
+    c.add_argument("--min-sources", type=int, default=2, metavar="N",
+                   help="only stories with at least N feeds (default 2)")
+    c.add_argument("--json", action="store_true", help="one JSON object per story")
+
     c = _cmd(sub, "publish", "Write the output files from the database now.",
              "aggregator --output public publish")
 
@@ -163,6 +173,8 @@ def _settings(args: argparse.Namespace) -> config.Settings:
         flags["fetch_articles"] = False
     if getattr(args, "no_summaries", False):
         flags["summaries"] = False
+    if getattr(args, "no_stories", False):
+        flags["stories"] = False
     if getattr(args, "no_publish", False):
         flags["publish"] = False
     if getattr(args, "no_serve", False):
@@ -222,6 +234,14 @@ def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
             show.clear()
         _print_outcomes(result.outcomes)
         summarised, status = 0, 0
+        if settings.stories:
+            from aggregator.stages.cluster import cluster_pending
+
+            try:
+                cluster_pending(store)
+            except StorageError as e:  # the items are stored: say so, go on
+                print(f"aggregator: error: stories stopped: {e}", file=sys.stderr)
+                status = 1
         if settings.summaries:
             try:
                 summarised = pipeline.summarize_pending(settings, store, fetcher,
@@ -602,6 +622,40 @@ def _control_noise(text: str) -> str | None:
     return "binary data (control characters), not text" if controls > len(text) / 100 else None
 
 
+def _age(text: str) -> timedelta:
+    """``30m``, ``12h``, ``2d``, ``1w`` as a duration (argparse type)."""
+    from aggregator.errors import SearchError
+    from aggregator.search import parse_since
+
+    try:
+        return parse_since(text.strip())
+    except SearchError as e:
+        raise argparse.ArgumentTypeError(f"not an age: {text!r} (e.g. 30m, 12h, 2d)") from e
+
+
+def cmd_stories(args: argparse.Namespace, settings: config.Settings) -> int:
+    from aggregator.store import Store
+    from aggregator.update import utcnow
+
+    db = _existing_db(settings)
+    with Store(db) as store:
+        found = store.stories(since=utcnow() - args.since, min_sources=args.min_sources)
+    if args.json:
+        for story in found:
+            print(json.dumps(story, ensure_ascii=False))
+        return 0
+    if not found:
+        print(f"no stories with {args.min_sources}+ sources in that time")
+    for story in found:
+        print(f"[{story['id']}] {story['title'] or '(untitled)'}  "
+              f"({story['source_count']} sources, {story['item_count']} items, "
+              f"last {story['last_seen'][:16].replace('T', ' ')} UTC)")
+        for item in story["items"]:
+            print(f"    {item['source']}: {item['title'] or '-'}"
+                  + (f" <{item['url']}>" if item["url"] else ""))
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace, settings: config.Settings) -> int:
     from aggregator import update as pipeline
     from aggregator.store import Store
@@ -703,6 +757,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, config.Settings], int]] = {
     "import": cmd_import,
     "export": cmd_export,
     "summarize": cmd_summarize,
+    "stories": cmd_stories,
     "publish": cmd_publish,
     "search": cmd_search,
     "serve": cmd_serve,

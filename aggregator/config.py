@@ -61,6 +61,7 @@ class Settings:
     # articles and summaries
     fetch_articles: bool = True
     summaries: bool = True
+    stories: bool = True  # cluster stored items into stories (after storing)
     min_content_words: int = 120  # shorter item content -> fetch the article
     summarizer: str = "default"  # one of SUMMARIZERS; a feed's outline may name its own
     # publishing

@@ -165,13 +165,15 @@ class Daemon:
                 "default": ThreadPoolExecutor(1),  # heartbeat
                 "poll": ThreadPoolExecutor(1),
                 "summaries": ThreadPoolExecutor(1),
+                "stories": ThreadPoolExecutor(1),
             },
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
         self._poll = _Job(self.scheduler, "poll", self._poll_once)
         self._summaries = _Job(self.scheduler, "summaries", self._summarize_backlog)
-        self._jobs = {job.id: job for job in (self._poll, self._summaries)}
+        self._stories = _Job(self.scheduler, "stories", self._cluster_backlog)
+        self._jobs = {job.id: job for job in (self._poll, self._summaries, self._stories)}
         self.scheduler.add_listener(self._job_done, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         interval = watchdog_interval()
         self.watchdog = Watchdog(self.notifier, self._ping, interval) if interval else None
@@ -242,6 +244,7 @@ class Daemon:
                 if (result.new or result.changed) and not self._stop.is_set():
                     self._publish(store)
                     self._summaries.soon()
+                    self._stories.soon()
             except AggregatorError as e:
                 log.error("update pass failed: %s", e)
             except Exception as e:  # a bug: this pass is lost, the schedule goes on
@@ -281,6 +284,26 @@ class Daemon:
         except Exception as e:  # a bug: the next run tries again
             log.debug("summaries failed", exc_info=e)
             log.error("summaries failed: internal error: %s: %s", type(e).__name__, e)
+        finally:
+            if store is not None:
+                store.close()
+
+    def _cluster_backlog(self) -> None:
+        """The clustering stage on its own executor: never on the poll path."""
+        if self._stop.is_set() or not self.settings.stories:
+            return
+        from aggregator.stages.cluster import cluster_pending
+
+        store = None
+        try:
+            store = Store(self.settings.db)
+            with self._busy("stories"):
+                cluster_pending(store, clock=utcnow, should_stop=self._stop.is_set)
+        except AggregatorError as e:
+            log.error("stories failed: %s", e)
+        except Exception as e:  # a bug: the next run tries again
+            log.debug("stories failed", exc_info=e)
+            log.error("stories failed: internal error: %s: %s", type(e).__name__, e)
         finally:
             if store is not None:
                 store.close()
@@ -374,6 +397,9 @@ class Daemon:
         self.scheduler.add_job(self._summaries, "interval", seconds=SUMMARY_TICK,
                                id="summaries", executor="summaries",
                                next_run_time=now + timedelta(seconds=1))
+        self.scheduler.add_job(self._stories, "interval", seconds=SUMMARY_TICK,
+                               id="stories", executor="stories",
+                               next_run_time=now + timedelta(seconds=1))
         if self.watchdog:
             self.scheduler.add_job(self._heartbeat, "interval",
                                    seconds=self.watchdog.interval / 4, id="heartbeat",
@@ -395,7 +421,7 @@ class Daemon:
             return
         log.warning("the clock jumped %s by %.0f s: rescheduling from now",
                     "forward" if jump > 0 else "back", abs(jump))
-        periods = {"poll": self.tick, "summaries": SUMMARY_TICK}
+        periods = {"poll": self.tick, "summaries": SUMMARY_TICK, "stories": SUMMARY_TICK}
         if self.watchdog:
             periods["heartbeat"] = self.watchdog.interval / 4
         for job_id, seconds in periods.items():
@@ -482,7 +508,8 @@ class Daemon:
             self.server.stop()
         deadline = started + STOP_GRACE
         busy = [name for name, job in (("update pass", self._poll),
-                                       ("summaries", self._summaries))
+                                       ("summaries", self._summaries),
+                                       ("stories", self._stories))
                 if not job.idle.wait(max(0.0, deadline - time.monotonic()))]
         if busy:
             # A job is stuck (e.g. waiting for a database another process locks).

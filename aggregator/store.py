@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aggregator import decide, storesearch
 from aggregator.errors import StorageError
+from aggregator.storestories import StoriesMixin
 from aggregator.types import Entry, ParsedFeed, ParsedItem, Subscription, Summary
 
 if TYPE_CHECKING:
@@ -178,6 +179,38 @@ def m004_feed_summarizer(db: sqlite_utils.Database) -> None:
 
 
 @migration
+def m005_stories(db: sqlite_utils.Database) -> None:
+    """Stories: items telling one story across feeds (``storestories.py``)."""
+    db.execute(
+        """
+        CREATE TABLE stories (
+            id INTEGER PRIMARY KEY,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            title TEXT,
+            item_id INTEGER,
+            item_count INTEGER NOT NULL DEFAULT 0,
+            source_count INTEGER NOT NULL DEFAULT 0,
+            feed_ids TEXT NOT NULL DEFAULT '[]',
+            centroid TEXT NOT NULL DEFAULT '{}',
+            has_text INTEGER NOT NULL DEFAULT 0,
+            retired INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    db.execute("CREATE INDEX stories_last_seen ON stories (last_seen)")
+    db.execute("ALTER TABLE items ADD COLUMN story_id INTEGER REFERENCES stories(id)")
+    db.execute("CREATE INDEX items_story ON items (story_id)")
+    db.execute("CREATE INDEX items_unclustered ON items (sort_date, id) WHERE story_id IS NULL")
+    db.execute("CREATE TABLE story_terms (term TEXT NOT NULL, story_id INTEGER NOT NULL, "
+               "PRIMARY KEY (term, story_id)) WITHOUT ROWID")
+    db.execute("CREATE INDEX story_terms_story ON story_terms (story_id)")
+    db.execute("CREATE TABLE story_keys (key TEXT PRIMARY KEY, story_id INTEGER NOT NULL) "
+               "WITHOUT ROWID")
+    db.execute("CREATE TABLE story_df (term TEXT PRIMARY KEY, df REAL NOT NULL) WITHOUT ROWID")
+
+
+@migration
 def m006_search(db: sqlite_utils.Database) -> None:
     """Full-text search: ``items_fts``, an FTS5 index over the items' title,
     text, Context and article, kept in step by triggers and filled from the
@@ -315,7 +348,7 @@ def _check_whole(conn: sqlite3.Connection, path: Path) -> None:
                            f"(truncated: {size} of {pages * page} bytes)")
 
 
-class Store:
+class Store(StoriesMixin):
     def __init__(self, path: Path, *, readonly: bool = False,
                  busy_timeout: float | None = None) -> None:
         self.path = path

@@ -1,0 +1,126 @@
+"""The clustering stage: every stored item into its story, as items arrive.
+
+A stage after storing (like summaries), never on the poll path: ``update``
+finishes it before it exits, the daemon runs it on its own executor. One batch
+of items not yet clustered, oldest first::
+
+    items   = store.unclustered_items(limit)            # story_id IS NULL
+    window  = store.story_window(features of the batch)  # the candidate stories,
+                                                         # document frequencies
+    assign(items, window)                                # stories.py's rules, in memory
+    store.save_stories(window, ...)                      # one transaction
+
+The store's candidate index (``story_terms``) holds the heaviest centroid
+terms of the stories active in the time window only; stories that go quiet
+retire from it, so memory and index stay bounded by the window, not by the
+database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from aggregator import stories
+from aggregator.stories import Cluster, ClusterItem, ItemFeatures, Params, Window
+
+__all__ = ["ClusterItem", "Window", "assign", "cluster_pending", "keys_of"]
+
+log = logging.getLogger("aggregator.cluster")
+
+BATCH = 500
+
+
+def keys_of(f: ItemFeatures) -> list[str]:
+    """The same-article keys of an item, strongest first."""
+    keys = []
+    if f.canonical_url:
+        keys.append("u:" + f.canonical_url)
+    if f.guid_key:
+        keys.append("g:" + f.guid_key)
+    if f.title_key:
+        keys.append("t:" + f.title_key)
+    return keys
+
+
+def features_of(item: ClusterItem, params: Params) -> ItemFeatures:
+    return stories.features(item.title, item.texts, language=item.language, guid=item.guid,
+                            url=item.url, feed_url=item.feed_url, params=params)
+
+
+def assign(batch: Sequence[tuple[ClusterItem, ItemFeatures]], w: Window, params: Params) -> None:
+    """Put each item of the batch, in order, into its story in ``w``."""
+    for item, f in batch:
+        vec = stories.vector(f, w.df, w.n, params)
+        target = _same_article(item, f, w, params)
+        if target is None:
+            candidates = {cid for t in stories.probe_terms(vec, params)
+                          for cid in w.index.get(t, ())}
+            target, _ = stories.choose(vec, f, item.feed_id, item.when,
+                                       (w.clusters[cid] for cid in candidates), params)
+        if target is None:
+            target = Cluster(w.next_new, {}, 0, set(), item.when, item.when)
+            w.next_new -= 1
+            w.titles[target.id] = (item.id, item.title)
+            w.clusters[target.id] = target
+        target.centroid = stories.add_to_centroid(target.centroid, vec, params.centroid_terms)
+        target.norm = stories.norm(target.centroid)
+        target.count += 1
+        target.feeds.add(item.feed_id)
+        target.first_seen = min(target.first_seen, item.when)
+        target.last_seen = max(target.last_seen, item.when)
+        target.has_text = target.has_text or f.has_text
+        target.changed = True
+        w.reindex(target, params)
+        for key in keys_of(f):
+            if key.startswith("t:") or key not in w.keys:
+                w.keys[key] = w.new_keys[key] = target.id
+        for t in f.terms():
+            w.df[t] = w.df.get(t, 0.0) + 1.0
+            w.df_delta[t] = w.df_delta.get(t, 0.0) + 1.0
+        w.n += 1
+        w.assigned.append((item.id, target.id))
+
+
+def _same_article(item: ClusterItem, f: ItemFeatures, w: Window,
+                  params: Params) -> Cluster | None:
+    """The story of the same article (URL or guid), or of the same headline in
+    another feed while that story is active."""
+    for key in keys_of(f):
+        cid = w.keys.get(key)
+        c = w.clusters.get(cid) if cid is not None else None
+        if c is None:
+            continue
+        if key.startswith("t:"):
+            if item.feed_id in c.feeds or not c.active_at(item.when, params.window):
+                continue
+        return c
+    return None
+
+
+def cluster_pending(store: object, params: Params | None = None, *, limit: int = BATCH,
+                    clock: Callable[[], datetime] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> int:
+    """Cluster every item without a story, in batches; returns how many."""
+    from aggregator.store import Store
+
+    assert isinstance(store, Store)
+    params = params or Params()
+    now = (clock or (lambda: datetime.now(UTC)))()
+    done = 0
+    while not (should_stop and should_stop()):
+        items = store.unclustered_items(limit, now=now)
+        if not items:
+            break
+        batch = [(item, features_of(item, params)) for item in items]
+        w = store.story_window(batch, params)
+        assign(batch, w, params)
+        newest = min(now, max(item.when for item in items))
+        store.save_stories(w, params, retire_before=newest - params.window)
+        done += len(items)
+        if len(items) < limit:
+            break
+    if done:
+        log.info("clustered %d items into stories", done)
+    return done

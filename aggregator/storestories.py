@@ -1,0 +1,175 @@
+"""The stories' SQL, mixed into ``Store`` (``from aggregator.store import Store``).
+
+Tables (migration ``m005_stories`` in store.py):
+
+    stories       one row per story: first_seen, last_seen, title (of its first
+                  item), item_id (that item), item_count, source_count (distinct
+                  feeds), feed_ids (JSON list), centroid (JSON term -> weight,
+                  its heaviest terms), has_text, retired (1 once quiet for the
+                  window: no longer a candidate)
+    items.story_id  the story an item belongs to; NULL until clustered
+    story_terms   (term, story_id): the candidate index, for active stories only
+    story_keys    (key, story_id): same-article keys, "u:" canonical URL,
+                  "g:" publisher + guid, "t:" headline
+    story_df      (term, df): document frequencies; the row with term '' holds
+                  the number of items counted
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+from aggregator.stories import Cluster, ClusterItem, ItemFeatures, Params, Window
+
+__all__ = ["StoriesMixin", "StoryRow"]
+
+_CHUNK = 500  # host parameters per IN (...)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _time(text: str) -> datetime:
+    d = datetime.fromisoformat(text)
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for k in range(0, len(values), _CHUNK):
+        yield values[k:k + _CHUNK]
+
+
+class StoryRow(dict):  # type: ignore[type-arg]
+    """A story with its sources, as ``aggregator stories`` shows it."""
+
+
+class StoriesMixin:
+    conn: sqlite3.Connection
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:  # pragma: no cover
+        raise NotImplementedError
+
+    def unclustered_items(self, limit: int, *, now: datetime) -> list[ClusterItem]:
+        """Items without a story, oldest first (their time: published, never
+        later than when they were first seen)."""
+        rows = self.conn.execute(
+            "SELECT i.id, i.feed_id, f.url, i.guid, i.url, i.title, i.content_text, "
+            "i.article_text, coalesce(i.language, f.language), i.sort_date, i.first_seen "
+            "FROM items i JOIN feeds f ON f.id = i.feed_id WHERE i.story_id IS NULL "
+            "ORDER BY i.sort_date, i.id LIMIT ?", (limit,)).fetchall()
+        return [ClusterItem(r[0], r[1], r[2], r[3], r[4], r[5], (r[6], r[7]), r[8],
+                            min(_time(r[9]), _time(r[10]), now)) for r in rows]
+
+    def story_window(self, batch: Sequence[tuple[ClusterItem, ItemFeatures]],
+                     params: Params) -> Window:
+        """What a batch is clustered against: the stories its same-article keys
+        name, the active stories sharing a term with it (the candidate index),
+        and the document frequencies of its terms."""
+        from aggregator.stages.cluster import keys_of
+        from aggregator.stories import vector
+
+        w = Window()
+        terms = sorted({t for _, f in batch for t in f.terms()})
+        for chunk in _chunks(terms):
+            w.df.update(self.conn.execute(
+                f"SELECT term, df FROM story_df WHERE term IN ({','.join('?' * len(chunk))})",
+                chunk).fetchall())
+        row = self.conn.execute("SELECT df FROM story_df WHERE term = ''").fetchone()
+        w.n = row[0] if row else 0.0
+        keys = sorted({k for _, f in batch for k in keys_of(f)})
+        for chunk in _chunks(keys):
+            w.keys.update(self.conn.execute(
+                f"SELECT key, story_id FROM story_keys WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk).fetchall())
+        probes = sorted({t for _, f in batch for t in vector(f, w.df, w.n, params)})
+        ids = set(w.keys.values())
+        for chunk in _chunks(probes):
+            ids.update(r[0] for r in self.conn.execute(
+                "SELECT DISTINCT story_id FROM story_terms "
+                f"WHERE term IN ({','.join('?' * len(chunk))})", chunk))
+        for chunk in _chunks(sorted(ids)):
+            for r in self.conn.execute(
+                    "SELECT id, centroid, item_count, feed_ids, first_seen, last_seen, has_text "
+                    f"FROM stories WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                c = Cluster(r[0], json.loads(r[1]), r[2], set(json.loads(r[3])),
+                            _time(r[4]), _time(r[5]), bool(r[6]))
+                from aggregator.stories import norm
+
+                c.norm = norm(c.centroid)
+                w.add(c, params)
+        return w
+
+    def save_stories(self, w: Window, params: Params, *, retire_before: datetime) -> None:
+        """Write one clustered batch in one transaction: new and grown stories,
+        their index terms and keys, every item's story_id, the document
+        frequencies; then retire the stories quiet since ``retire_before``."""
+        from aggregator.stories import index_terms
+
+        with self.transaction() as c:
+            real: dict[int, int] = {}
+            for cid, cl in w.clusters.items():
+                if cid < 0:
+                    item_id, title = w.titles[cid]
+                    real[cid] = c.execute(
+                        "INSERT INTO stories (first_seen, last_seen, title, item_id, item_count, "
+                        "source_count, feed_ids, centroid, has_text) VALUES (?, ?, ?, ?, 0, 0, "
+                        "'[]', '{}', 0)",
+                        (_iso(cl.first_seen), _iso(cl.last_seen), title, item_id)).lastrowid or 0
+                else:
+                    real[cid] = cid
+            changed = [(real[cid], cl) for cid, cl in w.clusters.items() if cl.changed]
+            c.executemany(
+                "UPDATE stories SET first_seen = ?, last_seen = ?, item_count = ?, "
+                "source_count = ?, feed_ids = ?, centroid = ?, has_text = ?, retired = 0 "
+                "WHERE id = ?",
+                [(_iso(cl.first_seen), _iso(cl.last_seen), cl.count, len(cl.feeds),
+                  json.dumps(sorted(cl.feeds)),
+                  json.dumps({t: round(v, 5) for t, v in cl.centroid.items()},
+                             ensure_ascii=False),
+                  int(cl.has_text), sid) for sid, cl in changed])
+            c.executemany("DELETE FROM story_terms WHERE story_id = ?",
+                          [(sid,) for sid, _ in changed])
+            c.executemany("INSERT OR IGNORE INTO story_terms (term, story_id) VALUES (?, ?)",
+                          [(t, sid) for sid, cl in changed
+                           for t in index_terms(cl.centroid, params)])
+            c.executemany("INSERT OR REPLACE INTO story_keys (key, story_id) VALUES (?, ?)",
+                          [(k, real[cid]) for k, cid in w.new_keys.items()])
+            c.executemany("UPDATE items SET story_id = ? WHERE id = ? AND story_id IS NULL",
+                          [(real[cid], item_id) for item_id, cid in w.assigned])
+            c.executemany("INSERT INTO story_df (term, df) VALUES (?, ?) "
+                          "ON CONFLICT (term) DO UPDATE SET df = df + excluded.df",
+                          [*w.df_delta.items(), ("", float(len(w.assigned)))])
+            c.execute("DELETE FROM story_terms WHERE story_id IN "
+                      "(SELECT id FROM stories WHERE retired = 0 AND last_seen < ?)",
+                      (_iso(retire_before),))
+            c.execute("UPDATE stories SET retired = 1 WHERE retired = 0 AND last_seen < ?",
+                      (_iso(retire_before),))
+
+    def stories(self, *, since: datetime, min_sources: int = 1,
+                limit: int | None = None) -> list[dict[str, Any]]:
+        """Stories seen since ``since`` with at least ``min_sources`` feeds, most
+        sources first, then newest; each with its items and their feeds."""
+        rows = self.conn.execute(
+            "SELECT id, first_seen, last_seen, title, item_count, source_count FROM stories "
+            "WHERE last_seen >= ? AND source_count >= ? "
+            "ORDER BY source_count DESC, last_seen DESC, id DESC"
+            + (" LIMIT ?" if limit else ""),
+            (_iso(since), min_sources, *((limit,) if limit else ()))).fetchall()
+        out = []
+        for r in rows:
+            items = self.conn.execute(
+                "SELECT i.title, i.url, i.sort_date, coalesce(f.title, f.feed_title, f.url), "
+                "CASE WHEN f.private THEN NULL ELSE f.url END "
+                "FROM items i JOIN feeds f ON f.id = i.feed_id WHERE i.story_id = ? "
+                "ORDER BY i.sort_date, i.id", (r[0],)).fetchall()
+            out.append({"id": r[0], "first_seen": r[1], "last_seen": r[2], "title": r[3],
+                        "item_count": r[4], "source_count": r[5],
+                        "items": [{"title": t, "url": u, "published": d, "source": s,
+                                   "feed": fu} for t, u, d, s, fu in items]})
+        return out

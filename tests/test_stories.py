@@ -1,0 +1,237 @@
+"""Story matching: the pure rules (canonical URLs, tokens, the same-feed title
+rule, same event against same topic) and the cluster stage on a real SQLite
+file, through `aggregator update` and `aggregator stories`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+
+from aggregator.cli import main
+from aggregator.stages.cluster import assign, cluster_pending, features_of
+from aggregator.stories import ClusterItem, Params, Window, canonical_url, publisher, title_key
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+# --- pure rules -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "want"), [
+    ("https://www.bbc.co.uk/news/articles/c1?at_medium=RSS&at_campaign=rss",
+     "https://www.bbc.co.uk/news/articles/c1"),
+    ("HTTPS://WWW.BBC.CO.UK:443/news/x#comments", "https://www.bbc.co.uk/news/x"),
+    ("http://Example.com/a?id=3&utm_source=tw&utm_medium=x&fbclid=abc&gclid=1",
+     "http://example.com/a?id=3"),
+    ("http://example.com:8080/a?b=2&a=1", "http://example.com:8080/a?b=2&a=1"),
+    ("http://example.com", "http://example.com/"),
+    ("http://[::1]:81/x?mc_cid=1", "http://[::1]:81/x"),
+    ("ftp://example.com/a", None),
+    ("javascript:alert(1)", None),
+    ("", None),
+    ("http://example.com:99999/", None),
+])
+def test_canonical_url_drops_tracking_and_keeps_the_page(url, want):
+    assert canonical_url(url) == want
+
+
+def test_publisher_is_the_registrable_host():
+    assert publisher("https://feeds.bbci.co.uk/news/world/rss.xml") == "bbci.co.uk"
+    assert publisher("https://rss.nytimes.com/services/x.xml") == "nytimes.com"
+    assert publisher("http://127.0.0.1:8000/feed") == "127.0.0.1"
+
+
+def test_title_key_ignores_case_accents_punctuation_but_not_short_titles():
+    want = title_key("cafe owner wins lottery again")
+    assert title_key("Café owner wins  LOTTERY, again!") == want
+    assert title_key("Letters") is None
+
+
+def _item(n: int, feed: int, title: str, text: str | None = None, *, url: str | None = None,
+          hours: float = 0) -> ClusterItem:
+    return ClusterItem(n, feed, f"http://127.0.0.1/feed{feed}.xml", url, url, title, (text,),
+                       "en", T0 + timedelta(hours=hours))
+
+
+def _cluster(items: list[ClusterItem], params: Params | None = None) -> dict[int, int]:
+    params = params or Params()
+    w = Window()
+    assign([(it, features_of(it, params)) for it in items], w, params)
+    return dict(w.assigned)
+
+
+def test_same_feed_same_title_alone_never_merges_other_feeds_do():
+    got = _cluster([_item(1, 1, "Weather forecast for the weekend ahead"),
+                    _item(2, 1, "Weather forecast for the weekend ahead", hours=1),
+                    _item(3, 2, "Weather forecast for the weekend ahead", hours=2)])
+    assert got[1] != got[2]
+    assert got[3] in (got[1], got[2])
+
+
+def test_same_canonical_url_is_one_story_whatever_the_title():
+    got = _cluster([_item(1, 1, "Quake hits city", url="https://x.org/a?utm_source=rss"),
+                    _item(2, 2, "Something else entirely", url="https://x.org/a#top")])
+    assert got[1] == got[2]
+
+
+QUAKE_A = ("A magnitude 6.1 earthquake struck Lorca in southern Spain on Wednesday, killing "
+           "nine people. Mayor Francisco Jodar said buildings collapsed in Lorca. The quake "
+           "was felt in Murcia. Rescue teams searched the rubble in Lorca for survivors.")
+QUAKE_B = ("A magnitude 7.0 earthquake struck Christchurch in New Zealand on Tuesday, killing "
+           "dozens of people. Prime Minister John Key said buildings collapsed in "
+           "Christchurch. The quake was felt in Canterbury. Rescue teams searched the rubble "
+           "in Christchurch for survivors.")
+
+
+def test_two_earthquakes_are_related_not_the_same_story():
+    items = [
+        _item(1, 1, "Earthquake kills nine in Lorca, Spain", QUAKE_A),
+        _item(2, 2, "Deadly quake hits Lorca", QUAKE_A.replace("Wednesday", "Wednesday night")),
+        _item(3, 3, "Earthquake kills dozens in Christchurch", QUAKE_B, hours=1),
+        _item(4, 4, "Christchurch quake: dozens dead", QUAKE_B.replace("dozens", "many"),
+              hours=2),
+        _item(5, 5, "Lorca counts the cost of Spain's earthquake",
+              "Residents of Lorca in Spain returned home after the magnitude 6.1 earthquake "
+              "that killed nine. Mayor Francisco Jodar thanked rescue teams.", hours=3),
+    ]
+    got = _cluster(items)
+    assert got[1] == got[2] == got[5]
+    assert got[3] == got[4]
+    assert got[1] != got[3]
+
+
+def test_a_story_out_of_the_time_window_is_not_joined():
+    got = _cluster([_item(1, 1, "Parliament votes on the budget plan today", "Budget vote."),
+                    _item(2, 2, "Parliament votes on the budget plan today", "Budget vote.",
+                          hours=24 * 10)])
+    assert got[1] != got[2]
+
+
+# --- the stage on a real SQLite file, through update ------------------------------------
+
+
+def _rss(title: str, items: list[tuple[str, str, str, str]]) -> bytes:
+    when = format_datetime(datetime.now(UTC) - timedelta(hours=1))
+    body = "".join(f"<item><title>{t}</title><link>{link.replace('&', '&amp;')}</link>"
+                   f"<guid>{g}</guid><description>{d}</description>"
+                   f"<pubDate>{when}</pubDate></item>"
+                   for t, link, g, d in items)
+    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>{title}</title>'
+            f"<link>http://127.0.0.1/</link>{body}</channel></rss>").encode()
+
+
+@pytest.fixture
+def bbc(tmp_path: Path):
+    """The default feeds.opml's BBC overlap: one article in "Top stories" and
+    "World" with different at_medium/at_campaign parameters."""
+    from hostile_servers import local_httpserver
+
+    art = "https://www.bbc.co.uk/news/articles/c9d8e7f6"
+    top = [("Storm closes schools across the north", f"{art}?at_medium=RSS&at_campaign=rss",
+            f"{art}#0", "Heavy snow closed hundreds of schools."),
+           ("Chancellor sets out spending plans", "https://www.bbc.co.uk/news/articles/c111",
+            "https://www.bbc.co.uk/news/articles/c111#0", "The budget was presented.")]
+    world = [("Storm closes schools across the north",
+              f"{art}?at_medium=RSS&at_campaign=world", f"{art}#2",
+              "Heavy snow closed hundreds of schools."),
+             ("Volcano erupts in Iceland", "https://www.bbc.co.uk/news/articles/c222",
+              "https://www.bbc.co.uk/news/articles/c222#2", "Lava flowed near Grindavik.")]
+    with local_httpserver() as server:
+        server.expect_request("/news/rss.xml").respond_with_data(
+            _rss("BBC News", top), content_type="application/rss+xml")
+        server.expect_request("/news/world/rss.xml").respond_with_data(
+            _rss("BBC News - World", world), content_type="application/rss+xml")
+        opml = tmp_path / "feeds.opml"
+        opml.write_text(
+            '<opml version="2.0"><head/><body>'
+            f'<outline type="rss" text="BBC News" xmlUrl="{server.url_for("/news/rss.xml")}"/>'
+            '<outline type="rss" text="BBC News - World" '
+            f'xmlUrl="{server.url_for("/news/world/rss.xml")}"/></body></opml>')
+        yield ["--db", str(tmp_path / "a.db"), "--feeds", str(opml),
+               "--output", str(tmp_path / "out")]
+
+
+def test_update_clusters_every_item_and_the_bbc_overlap_is_one_story(bbc, capsys):
+    assert main([*bbc, "update", "--all", "--no-summaries", "--no-publish"]) == 0
+    db = bbc[1]
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM items WHERE story_id IS NULL").fetchone() == (0,)
+        assert c.execute("SELECT count(*) FROM items").fetchone() == (4,)
+        assert c.execute("SELECT count(*) FROM stories").fetchone() == (3,)
+        assert c.execute("SELECT title, item_count, source_count FROM stories "
+                         "ORDER BY source_count DESC LIMIT 1").fetchone() == (
+            "Storm closes schools across the north", 2, 2)
+    capsys.readouterr()
+    assert main([*bbc, "stories", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    story = json.loads(lines[0])
+    assert story["source_count"] == 2
+    assert sorted(i["source"] for i in story["items"]) == ["BBC News", "BBC News - World"]
+    assert main([*bbc, "stories", "--min-sources", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Volcano erupts in Iceland" in out and "2 sources" in out
+
+
+def test_update_no_stories_leaves_items_unclustered_until_the_stage_runs(bbc):
+    from aggregator.store import Store
+
+    assert main([*bbc, "update", "--all", "--no-summaries", "--no-publish",
+                 "--no-stories"]) == 0
+    db = Path(bbc[1])
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM items WHERE story_id IS NULL").fetchone() == (4,)
+    with Store(db) as store:
+        assert cluster_pending(store) == 4
+        assert cluster_pending(store) == 0  # nothing left: a second run is a no-op
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM items WHERE story_id IS NULL").fetchone() == (0,)
+        # the candidate index holds the active stories' terms
+        assert c.execute("SELECT count(DISTINCT story_id) FROM story_terms").fetchone() == (3,)
+
+
+def test_stage_retires_quiet_stories_and_joins_later_items_across_batches(tmp_path):
+    from aggregator.store import Store
+
+    db = tmp_path / "s.db"
+    with Store(db) as store, store.transaction() as c:
+        for f in (1, 2, 3):
+            c.execute("INSERT INTO feeds (id, url, origin_url, added_at) VALUES (?, ?, ?, ?)",
+                      (f, f"http://127.0.0.1/{f}.xml", f"http://127.0.0.1/{f}.xml", T0.isoformat()))
+
+        def put(n: int, feed: int, title: str, text: str, when: datetime) -> None:
+            c.execute("INSERT INTO items (id, feed_id, key, title, content_text, first_seen, "
+                      "changed_at, sort_date, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '')",
+                      (n, feed, str(n), title, text, when.isoformat(), when.isoformat(),
+                       when.isoformat()))
+
+        put(1, 1, "Earthquake kills nine in Lorca, Spain", QUAKE_A, T0)
+        put(2, 2, "Deadly quake hits Lorca", QUAKE_A, T0 + timedelta(hours=1))
+        put(3, 3, "Lorca earthquake: nine dead", QUAKE_A, T0 + timedelta(hours=2))
+        put(4, 3, "Earthquake kills dozens in Christchurch", QUAKE_B, T0 + timedelta(days=5))
+    with Store(db) as store:
+        assert cluster_pending(store, limit=2, clock=lambda: T0 + timedelta(days=6)) == 4
+    with sqlite3.connect(db) as c:
+        ids = dict(c.execute("SELECT id, story_id FROM items"))
+        assert ids[1] == ids[2] == ids[3] != ids[4]
+        rows = dict(c.execute("SELECT id, retired FROM stories"))
+        assert rows == {ids[1]: 1, ids[4]: 0}
+        assert c.execute("SELECT count(*) FROM story_terms WHERE story_id = ?",
+                         (ids[1],)).fetchone() == (0,)
+
+
+def test_stories_on_a_missing_database_creates_nothing(tmp_path, capsys):
+    db = tmp_path / "none.db"
+    assert main(["--db", str(db), "stories"]) != 0
+    assert not db.exists()
+    assert "no database" in capsys.readouterr().err
+
+
+def test_stories_refuses_a_bad_since(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--db", str(tmp_path / "x.db"), "stories", "--since", "yesterday"])
