@@ -122,5 +122,5 @@ def cluster_pending(store: object, params: Params | None = None, *, limit: int =
         if len(items) < limit:
             break
     if done:
-        log.info("clustered %d items into stories", done)
+        log.debug("clustered %d items into stories", done)
     return done
