@@ -36,15 +36,17 @@ from werkzeug import Response
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# runs the CLI in this process and reports its own peak RSS (KiB), whatever ran before it
+# runs the CLI in this process and reports its own peak RSS (KiB): VmHWM belongs to the
+# process's own memory since exec, while getrusage's ru_maxrss also counts what the forking
+# parent (pytest, hundreds of MB late in the suite) had
 PEAK = """
-import resource, sys
+import re, sys
 from aggregator.cli import main
 try:
     code = main(sys.argv[2:])
 finally:
-    with open(sys.argv[1], "w") as f:
-        f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    with open("/proc/self/status") as status, open(sys.argv[1], "w") as f:
+        f.write(re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1))
 sys.exit(code)
 """
 
