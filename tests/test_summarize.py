@@ -66,12 +66,12 @@ def test_english_golden(tmp_path: Path) -> None:
     assert s.context == (
         "The Harbour Bridge in Easton will close to all traffic from 1 March for two years while "
         "engineers replace its corroded steel cables, the town council said on Monday.",
-        "The 90-year-old bridge carries about 40,000 vehicles a day across the River Wend.",
         'Council leader Mr. Alan Price said the closure was "painful but unavoidable" after '
         "inspectors found rust in more than half of the cables.",
-    )
-    assert s.points == (
         "The council said it would pay for free parking in the town centre during the repairs.",
+    )
+    assert s.points == (  # 8 of 14 sentences: by centrality, no position prior
+        "The repairs will cost £48m, most of it from a national infrastructure fund.",
         "The firm rebuilt a similar bridge in Oregon in 2019.",
         "Inspectors first warned about corrosion of the cables in 2015, according to council "
         "papers.",
@@ -101,10 +101,10 @@ def test_german_golden(tmp_path: Path) -> None:
         "Bürgermeisterin Dr. Sabine Keller sagte, die Stadt brauche Hilfe vom Land, um die "
         "Schäden an den Schulen schnell zu beheben.",
     )
-    assert s.points == (
-        "Der Fluss war am 3. Oktober nach tagelangem Regen über die Ufer getreten.",
+    assert s.points == (  # 8 of 10 sentences: picked by centrality, no position prior
         "Die Feuerwehr pumpt seit Tagen rund um die Uhr Wasser ab.",
         "Viele Geschäfte in der Altstadt bleiben vorerst geschlossen.",
+        "Händler fordern z. B. Steuererleichterungen und schnelle Hilfen für ihre Betriebe.",
         "Das Land hat bereits Soforthilfen von 2 Mio. Euro zugesagt.",
         "Die Stadt will deshalb die Deiche am Fluss erhöhen und neue Flächen für das Wasser "
         "schaffen.",
