@@ -5,8 +5,11 @@ Each method is a sumy ``AbstractSummarizer`` working on sumy's document model
 sentences that ``aggregator.sentences`` split offline: nothing here loads NLTK
 data (sumy's summarizers use only NLTK's Snowball stemmers, which are code).
 
-* ``default`` is ``LeadCentralitySummarizer`` below: position-aware (directed)
-  centrality combined with the lead;
+* ``default`` is ``LeadCentralitySummarizer`` below: centrality (word overlap
+  with the other sentences) plus a position prior whose weight depends on how
+  much of the article the summary keeps (``lead_weight``): a few sentences of a
+  long story lean on its opening, a summary of 30% or more is picked by
+  centrality alone;
 * ``lexrank``, ``lsa``, ``textrank``, ``luhn``, ``edmundson``, ``kl``,
   ``sumbasic``, ``reduction`` are sumy's own classes, unchanged except that
   the rating of *every* sentence is kept (``ranking``), not just the top few;
@@ -15,6 +18,13 @@ data (sumy's summarizers use only NLTK's Snowball stemmers, which are code).
 ``shape`` turns any method's ratings into the seed's shape: a Context (the
 first real sentence and the best-rated of the opening) and Dive deeper points
 (the best-rated of the rest), each in article order.
+
+Measured (``python -m bench.summaries``, tuned on the even-numbered articles,
+figures from the odd-numbered ones, every method at the same sentence count):
+on CNN/DailyMail human highlights (3 sentences) the default scores above lead-3
+and every sumy method on ROUGE-1, -2 and -L; on the BBC News Summary set (8
+sentences, extractive references) it is first on ROUGE-L and on ROUGE-1/-L cut
+to 100 words, and second to sumy's Reduction on full-length ROUGE-1.
 """
 
 from __future__ import annotations

@@ -241,6 +241,56 @@ def test_guess_language() -> None:
     assert guess_language("12 34 56") is None
 
 
+PAGES = SHARED / "data" / "articles" / "readability-test-pages"
+
+
+@pytest.mark.parametrize(
+    ("page", "language"),
+    [("heise", "german"), ("lemonde-1", "french"), ("liberation-1", "french"),
+     ("la-nacion", "spanish"), ("folha", "portuguese")],
+)  # fmt: skip
+def test_german_french_spanish_portuguese_pages_get_their_own_language(
+    page: str, language: str
+) -> None:
+    path = PAGES / page / "source.html"
+    if not path.exists():
+        pytest.skip(f"{path} absent: the article pages are kept outside the project")
+    s = summarize_file(path)
+    # liberation-1's template says lang="en": its French text wins over the attribute
+    assert s.method == f"default:{language}"
+    assert len(s.context) >= 2 and len(s.points) >= 2
+
+
+def test_a_declared_language_is_kept_unless_the_text_plainly_contradicts_it() -> None:
+    german = fixture_text("summarize-de-hochwasser.txt")
+    assert summarize(german, language="en").method == "default:german"
+    english = fixture_text("summarize-en-bridge.txt")
+    assert summarize(english, language="en").method == "default:english"
+    # a few foreign words in an English text do not overrule the feed
+    mixed = english + "\n\nDer Bürgermeister sagte: 'Wir sind bereit.'"
+    assert summarize(mixed, language="en").method == "default:english"
+
+
+def test_points_opening_with_a_conjunction_are_marked_down_in_five_languages() -> None:
+    from aggregator.summarizers import _DANGLING
+
+    for s in ("But the council", "He said that", "Aber die Stadt", "Er sagte", "Mais le",
+              "Il a dit que", "Pero el", "Y el", "Sin embargo, la", "Mas o", "E a polícia",
+              "Apesar disso, Tite", "Ele disse", "„Aber", "« Mais"):  # fmt: skip
+        assert _DANGLING.match(s), s
+    for s in ("E. coli was found", "Yesterday", "Ericsson", "Mass graves", "Y-fronts", "Oregon"):
+        assert not _DANGLING.match(s), s
+
+
+def test_position_prior_fades_as_the_summary_covers_more_of_the_article() -> None:
+    from aggregator.summarizers import lead_weight
+
+    assert lead_weight(40, 3) == pytest.approx(0.75)  # 3 of 40: mostly the opening
+    assert lead_weight(20, 8) == 0.0  # 8 of 20: centrality alone
+    assert lead_weight(20, None) == 1.0
+    assert 0 < lead_weight(30, 4) < lead_weight(60, 4) < 1
+
+
 def test_unknown_code_is_guessed() -> None:
     text = fixture_text("summarize-de-hochwasser.txt")
     assert summarize(text, language="xx-unknown").method == "default:german"
