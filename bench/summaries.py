@@ -440,10 +440,10 @@ def run_segmenters(args: argparse.Namespace) -> dict[str, object]:
 
 
 TUNE_GRID = {
-    "backward": (1.0, 0.5),
-    "position_weight": (0.0, 0.3, 1.0),
-    "position_scale": (1.0,),
-    "context_position": (0.0, 1.0, 3.0),
+    "backward": (1.0, 0.7),
+    "position_weight": (1.0, 3.0),
+    "lead_share": (0.3, 0.5, 1e9),  # 1e9: the prior at full weight whatever the share
+    "context_window": (6, 8),
 }
 TUNE_SENTENCES = {"cnn": 3}  # CNN/DailyMail highlights: ~2.6 sentences; BBC: --sentences
 
