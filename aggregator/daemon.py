@@ -263,30 +263,37 @@ class Daemon:
         elif polled and self._failing_since is None:
             self._failing_since = now
 
+    @contextmanager
+    def _job(self, name: str) -> Iterator[Store]:
+        """A background job's boundary: its own connection, marked busy for the
+        watchdog; any error is one line and the job's next run tries again."""
+        store = None
+        try:
+            store = Store(self.settings.db)
+            with self._busy(name):
+                yield store
+        except AggregatorError as e:
+            log.error("%s failed: %s", name, e)
+        except Exception as e:  # a bug: the next run tries again
+            log.debug("%s failed", name, exc_info=e)
+            log.error("%s failed: internal error: %s: %s", name, type(e).__name__, e)
+        finally:
+            if store is not None:
+                store.close()
+
     def _summarize_backlog(self) -> None:
         settings, fetcher = self.settings, self.fetcher
         if self._stop.is_set() or not settings.summaries:
             return
-        store = None
-        try:
-            store = Store(settings.db)
-            with self._busy("summaries"):
-                while not self._stop.is_set():
-                    n = summarize_pending(settings, store, fetcher, limit=SUMMARY_BATCH,
-                                          should_stop=self._stop.is_set,
-                                          progress=self._summary_progress)
-                    if n:
-                        self._publish(store)
-                    if n < SUMMARY_BATCH:
-                        break
-        except AggregatorError as e:
-            log.error("summaries failed: %s", e)
-        except Exception as e:  # a bug: the next run tries again
-            log.debug("summaries failed", exc_info=e)
-            log.error("summaries failed: internal error: %s: %s", type(e).__name__, e)
-        finally:
-            if store is not None:
-                store.close()
+        with self._job("summaries") as store:
+            while not self._stop.is_set():
+                n = summarize_pending(settings, store, fetcher, limit=SUMMARY_BATCH,
+                                      should_stop=self._stop.is_set,
+                                      progress=self._summary_progress)
+                if n:
+                    self._publish(store)
+                if n < SUMMARY_BATCH:
+                    break
 
     def _cluster_backlog(self) -> None:
         """The clustering stage on its own executor: never on the poll path."""
@@ -294,19 +301,8 @@ class Daemon:
             return
         from aggregator.stages.cluster import cluster_pending
 
-        store = None
-        try:
-            store = Store(self.settings.db)
-            with self._busy("stories"):
-                cluster_pending(store, clock=utcnow, should_stop=self._stop.is_set)
-        except AggregatorError as e:
-            log.error("stories failed: %s", e)
-        except Exception as e:  # a bug: the next run tries again
-            log.debug("stories failed", exc_info=e)
-            log.error("stories failed: internal error: %s: %s", type(e).__name__, e)
-        finally:
-            if store is not None:
-                store.close()
+        with self._job("stories") as store:
+            cluster_pending(store, clock=utcnow, should_stop=self._stop.is_set)
 
     def _publish(self, store: Store) -> None:
         if not self.settings.publish:

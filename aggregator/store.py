@@ -805,14 +805,18 @@ class Store(StoriesMixin):
                     if not open_:
                         break
         cur.close()
-        every = [i for got in ids.values() for i in got]
+        rows = self._entries([i for got in ids.values() for i in got])
+        return {c: [rows[i] for i in got if i in rows] for c, got in ids.items()}
+
+    def _entries(self, ids: Sequence[int]) -> dict[int, Entry]:
+        """The entries of these item ids, read 500 at a time (SQLite's variable limit)."""
         rows: dict[int, Entry] = {}
-        for start in range(0, len(every), 500):
-            chunk = every[start:start + 500]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
             for r in self.conn.execute(_ENTRY_SELECT + f"WHERE i.id IN ({marks})", chunk):
                 rows[r[0]] = _entry(r)
-        return {c: [rows[i] for i in got if i in rows] for c, got in ids.items()}
+        return rows
 
     def categories(self) -> list[str]:
         return [r[0] for r in self.conn.execute(
@@ -883,12 +887,7 @@ class Store(StoriesMixin):
             ids = storesearch.matching_ids(self.conn, match, since=iso(since), limit=limit)
         except sqlite3.OperationalError as e:  # fts5 syntax: search.fts_query has a bug
             raise StorageError(f"search failed: {e}") from e
-        rows: dict[int, Entry] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.conn.execute(_ENTRY_SELECT + f"WHERE i.id IN ({marks})", chunk):
-                rows[r[0]] = _entry(r)
+        rows = self._entries(ids)
         return [rows[i] for i in ids if i in rows]
 
 

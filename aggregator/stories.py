@@ -147,17 +147,9 @@ def _language_tools(language: str) -> tuple[Callable[[str], str], frozenset[str]
         if language == "english":
             raise
         return _language_tools("english")
-    cache: dict[str, str] = {}
+    from aggregator.summarize import memo
 
-    def stem(word: str) -> str:
-        s = cache.get(word)
-        if s is None:
-            if len(cache) > 200_000:
-                cache.clear()
-            s = cache[word] = stemmer(word)
-        return s
-
-    return stem, stop
+    return memo(stemmer), stop
 
 
 def _language(code: str | None) -> str:

@@ -249,19 +249,25 @@ def _language_tools(language: str) -> tuple[Callable[[str], str], frozenset[str]
         stop = frozenset(w.lower() for w in get_stop_words(language))
     except LookupError:
         stop = frozenset(_MARKERS.get(language, "").split())
-    cache: dict[str, str] = {}
     if language in UNSTEMMED:
         return str, stop
+    return memo(stemmer), stop
+
+
+def memo(stemmer: Callable[[str], str], size: int = 200_000) -> Callable[[str], str]:
+    """``stemmer`` with a bounded memo: news repeats its words all day, and sumy's
+    Snowball stemmers are pure Python."""
+    cache: dict[str, str] = {}
 
     def stem(word: str) -> str:
         s = cache.get(word)
         if s is None:
-            if len(cache) > 200_000:
+            if len(cache) > size:
                 cache.clear()
             s = cache[word] = stemmer(word)
         return s
 
-    return stem, stop
+    return stem
 
 
 # -- text -> sentences -------------------------------------------------------
