@@ -8,28 +8,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_first_hour_cli import clean_env, cli  # noqa: F401 - the same set-up, autouse
 
 from aggregator import opml
-from aggregator.cli import main
 from aggregator.types import Subscription
 
 ROOT = Path(__file__).resolve().parents[1]
 DEAD = "http://127.0.0.1:9/"  # the discard port: nothing listens, the feed "does not answer"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
-
-    for name in [k for k in os.environ if k.startswith("AGGREGATOR_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize("bad", ["\x01", "\x0b", "\udcff", "\ufffe"])
