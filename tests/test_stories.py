@@ -243,7 +243,6 @@ def test_the_bbc_overlap_is_one_index_entry_with_a_story_page(bbc, capsys):
     has Latest News and Related Stories; no active content; a second publish writes
     nothing."""
     from lxml import html
-
     from test_publish import vnu_errors
 
     assert main([*bbc, "update", "--all", "--no-summaries"]) == 0
