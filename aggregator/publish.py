@@ -3,6 +3,7 @@
     entries ──> _Item views (escaped text, checked links, dates)
             ──> rss.xml  atom.xml  feed.json  index.html                    (all entries)
             ──> category/<slug>/{rss.xml,atom.xml,feed.json,index.html}      (one set per category)
+    stories ──> story/<id>.html      (one page per story on a page: its sources, Latest News)
     subscriptions ──> feeds.opml
 
 A folder's feeds and page hold its subfolders' entries too: ``World`` shows ``World /
@@ -20,6 +21,9 @@ Safety: every piece of text is escaped by the serialiser (lxml, Jinja2 autoescap
 markup in one-line fields (titles, names, categories) is stripped to its text, because many
 readers render an RSS <title> as HTML; only http(s) links are kept. The only HTML in any
 output is the HTML our templates write.
+
+The pages list each story once (its newest item in the window), with "2 sources" linking
+to its page; the feeds still carry every item.
 
 Private subscriptions (``opml.is_private``: marked ``private="true"``, or a URL with
 credentials or a token) never show their feed URL: their entries' source is the feed's
@@ -74,6 +78,9 @@ RSS_DOCS = "https://www.rssboard.org/rss-specification"
 GENERATOR = "aggregator"
 FEED_FILES = ("rss.xml", "atom.xml", "feed.json")
 PAGE = "index.html"
+STORY_DIR = "story"
+LATEST_STORIES = 10  # how many of the newest stories a story page lists under Latest News
+_STORY_PAGE = re.compile(r"[0-9]+\.html\Z")
 SUBFOLDER = " / "  # how opml.py joins nested folder names: "World / Europe"
 # The date of an empty feed when nothing dates it (no feed was ever subscribed).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -243,6 +250,10 @@ def newest_first(entries: Iterable[Entry]) -> list[Entry]:
     return sorted(entries, key=_sort_key, reverse=True)
 
 
+def newest_first_items(items: Iterable[_Item]) -> list[_Item]:
+    return sorted(items, key=lambda i: i.published, reverse=True)
+
+
 # ----------------------------------------------------------------------------- views
 
 
@@ -251,6 +262,7 @@ class _Item:
     """One entry as every output shows it: text cleaned, links checked, dates settled."""
 
     id: str
+    story: int | None  # stories.id; None until clustered
     title: str
     url: str | None
     author: str
@@ -301,6 +313,7 @@ def _item(entry: Entry, env: jinja2.Environment) -> _Item:
     url = safe_url(entry.url)
     fields = dict(
         id=entry_id(entry),
+        story=entry.story_id,
         title=title,
         url=url,
         author=clean_text(entry.author),
@@ -588,16 +601,18 @@ def render_page(
     current: str | None = None,
     includes: Sequence[str] = (),
     counts: FeedCounts | None = None,
+    sources: Mapping[int, int] | None = None,
 ) -> bytes:
     """The news page of the whole site (``root`` "") or of one category (``current``, its
-    slug; ``root`` "../../"): the same template, links relative to the page."""
-    css, css_hash = _style()
-    csp = (
-        f"default-src 'none'; style-src {css_hash}; img-src 'none'; "
-        "base-uri 'none'; form-action 'none'"
-    )
+    slug; ``root`` "../../"): the same template, links relative to the page.
+    ``sources``: story id -> its number of sources, for the stories that have a page."""
+    css, csp = _style()[0], _csp()
+    sources = sources or {}
     stories = [
-        {"item": i, "when": dateline(i.published), "iso": rfc3339(i.published)} for i in items
+        {"item": i, "when": dateline(i.published), "iso": rfc3339(i.published),
+         "page": f"{root}{STORY_DIR}/{i.story}.html" if i.story in sources else None,
+         "sources": _plural(sources[i.story], "source") if i.story in sources else None}
+        for i in items
     ]
     reason, command = empty_reason(counts) if not items else ("", None)
     page = _environment().get_template("index.html")
@@ -605,6 +620,51 @@ def render_page(
                        stories=stories, categories=categories, root=root, current=current,
                        includes=includes, empty_reason=reason, empty_command=command)  # fmt: skip
     return text.encode("utf-8")
+
+
+def _csp() -> str:
+    return (f"default-src 'none'; style-src {_style()[1]}; img-src 'none'; "
+            "base-uri 'none'; form-action 'none'")
+
+
+def _line(item: _Item, page: str | None = None) -> dict[str, object]:
+    """One story in a list: its title linking ``page`` (else the original), source, date."""
+    return {"item": item, "href": page or item.url, "when": dateline(item.published),
+            "iso": rfc3339(item.published)}
+
+
+def render_story_page(
+    item: _Item,
+    members: Sequence[_Item],
+    latest: Sequence[_Item],
+    *,
+    site_title: str,
+    sources: int,
+) -> bytes:
+    """``story/<id>.html``: the story's newest item (profile line, date, title linking the
+    original, Context, Dive deeper), then Latest News (``latest``: other stories, each
+    linking its own page) and Related Stories (``members``: the story's other items)."""
+    page = _environment().get_template("story.html")
+    text = page.render(
+        title=f"{item.title} · {site_title}", site_title=site_title, css=_style()[0],
+        csp=_csp(), story=_line(item), sources=_plural(sources, "source"),
+        latest=[_line(i, f"{i.story}.html") for i in latest],
+        related=[_line(m) for m in members])
+    return text.encode("utf-8")
+
+
+def one_per_story(items: Iterable[_Item]) -> list[_Item]:
+    """The first item of each story (the newest, items coming newest first); an item
+    not clustered yet stands alone."""
+    seen: set[int] = set()
+    out: list[_Item] = []
+    for i in items:
+        if i.story is not None:
+            if i.story in seen:
+                continue
+            seen.add(i.story)
+        out.append(i)
+    return out
 
 
 # ----------------------------------------------------------------------------- files
@@ -718,6 +778,19 @@ def _remove_stale_categories(out_dir: Path, keep: set[str]) -> list[Path]:
     return removed
 
 
+def _remove_stale_stories(out_dir: Path, keep: set[str]) -> list[Path]:
+    """Drop the story pages of stories no longer on a page (only ``<id>.html``)."""
+    removed: list[Path] = []
+    root = out_dir / STORY_DIR
+    if not root.is_dir():
+        return removed
+    for p in sorted(root.iterdir()):
+        if _STORY_PAGE.match(p.name) and p.name not in keep and p.is_file():
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -748,6 +821,7 @@ def publish(
     dates: Mapping[str, datetime] | None = None,
     counts: Mapping[str, FeedCounts] | None = None,
     now: datetime | None = None,
+    stories: Mapping[int, Sequence[Entry]] | None = None,
 ) -> list[Path]:
     """Write every output file into ``out_dir``; return the files that changed.
 
@@ -763,6 +837,9 @@ def publish(
     newest of them. Without one, ``now`` when given (a caller without a database), else
     1970-01-01: never the clock, so that an empty feed stays the same file.
     ``counts``: per category (""), how its feeds stand, said on a page with no story.
+    ``stories``: story id -> all its items (``Store.story_entries``); each story on a page
+    that is found there gets ``story/<id>.html``, and the pages list it once. Without it,
+    no story page is written (and none is removed).
     """
     base = safe_url(base_url) or "http://127.0.0.1:8080/"
     if not base.endswith("/"):
@@ -826,14 +903,29 @@ def publish(
     page_categories = [
         {"name": name, "slug": slugs[name], "count": len(by_category[name])} for name in order
     ]
+    # The pages: each story once, linking its page when its items are known.
+    page_main = one_per_story(main)
+    page_items = {name: one_per_story(by_category[name]) for name in order}
+    shown: dict[int, _Item] = {}
+    for i in (*page_main, *(i for name in order for i in page_items[name])):
+        if i.story is not None and stories is not None and i.story in stories:
+            shown.setdefault(i.story, i)
+    story_items = {sid: [_item(e, env) for e in stories[sid]] for sid in shown} if stories else {}
+    sources = {sid: max(1, len({m.source_key for m in ms})) for sid, ms in story_items.items()}
     files: dict[Path, bytes] = {}
+    for sid, item in shown.items():
+        others = newest_first_items(m for m in story_items[sid] if m.id != item.id)
+        latest = [i for i in page_main if i.story in shown and i.story != sid][:LATEST_STORIES]
+        files[out_dir / STORY_DIR / f"{sid}.html"] = render_story_page(
+            item, others, latest, site_title=title, sources=sources[sid])
     feed = _feed(main, title, description, base, base, ttl_minutes, fallback)
     files[out_dir / "rss.xml"] = render_rss(feed, main)
     files[out_dir / "atom.xml"] = render_atom(feed, main)
     files[out_dir / "feed.json"] = render_json_feed(feed, main)
     files[out_dir / "feeds.opml"] = render_opml(subscriptions, title)
-    files[out_dir / PAGE] = render_page(main, page_categories, title=title,
-                                        counts=counted(tally or ()))  # fmt: skip
+    files[out_dir / PAGE] = render_page(page_main, page_categories, title=title,
+                                        counts=counted(tally or ()),
+                                        sources=sources)  # fmt: skip
     for name in order:
         slug, items, inside = slugs[name], by_category[name], members[name]
         cat_base = urljoin(base, f"category/{slug}/")
@@ -845,13 +937,16 @@ def publish(
         files[d / "atom.xml"] = render_atom(cat_feed, items)
         files[d / "feed.json"] = render_json_feed(cat_feed, items)
         files[d / PAGE] = render_page(
-            items, page_categories, title=cat_title, site_title=title, root="../../",
-            current=slug, includes=sorted(inside - {name}, key=str.casefold),
-            counts=counted(inside))
+            page_items[name], page_categories, title=cat_title, site_title=title,
+            root="../../", current=slug, includes=sorted(inside - {name}, key=str.casefold),
+            counts=counted(inside), sources=sources)
 
     changed = write_files(files)
     removed = _remove_stale_categories(out_dir, set(slugs.values()))
-    for directory in {p.parent for p in changed} | {p.parent.parent for p in removed}:
+    if stories is not None:
+        removed += _remove_stale_stories(out_dir, {f"{sid}.html" for sid in shown})
+    gone = {p.parent if p.parent.name == STORY_DIR else p.parent.parent for p in removed}
+    for directory in {p.parent for p in changed} | gone:
         _fsync(directory)  # the renames themselves survive a crash
     if changed or removed:
         log.info("published %d entries in %s: %d files changed, %d removed",
@@ -871,6 +966,9 @@ def publish_from_store(settings: Settings, store: Store) -> list[Path]:
         quiet.append("")  # the main feed and the feeds without a folder
     dates = store.category_dates(quiet) if quiet else {}
     counts = {c: FeedCounts(*n) for c, n in store.feed_counts().items()}
+    story_ids = {e.story_id for es in (entries, *categories.values()) for e in es}
+    story_ids.discard(None)
+    stories = store.story_entries(sorted(story_ids))  # type: ignore[arg-type]
     return publish(
         entries,
         settings.output,
@@ -883,4 +981,5 @@ def publish_from_store(settings: Settings, store: Store) -> list[Path]:
         category_max_entries=settings.category_max_entries,
         dates=dates,
         counts=counts,
+        stories=stories,
     )

@@ -895,7 +895,7 @@ _ENTRY_SELECT = (
     "SELECT i.id, i.key, f.url, coalesce(f.title, f.feed_title, f.url), f.site_url, "
     "f.category, i.title, i.url, i.author, i.published, i.updated, i.first_seen, "
     "coalesce(i.language, f.language), i.categories, i.summary_context, "
-    "i.summary_points, i.summary_method, i.content_text, f.origin_url, f.private "
+    "i.summary_points, i.summary_method, i.content_text, f.origin_url, f.private, i.story_id "
     "FROM items i JOIN feeds f ON f.id = i.feed_id "
 )
 
@@ -917,5 +917,5 @@ def _entry(r: tuple[Any, ...]) -> Entry:
         updated=from_iso(r[10]), first_seen=first_seen, language=r[12],
         categories=categories, summary_context=(r[14],) if r[14] else (),
         summary_points=points, summary_method=r[16], content_text=r[17], feed_origin=r[18],
-        feed_private=bool(r[19]),
+        feed_private=bool(r[19]), story_id=r[20],
     )

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aggregator.stories import Cluster, ClusterItem, ItemFeatures, Params, Window
+from aggregator.types import Entry
 
 __all__ = ["StoriesMixin", "StoryRow"]
 
@@ -172,4 +173,18 @@ class StoriesMixin:
                         "item_count": r[4], "source_count": r[5],
                         "items": [{"title": t, "url": u, "published": d, "source": s,
                                    "feed": fu} for t, u, d, s, fu in items]})
+        return out
+
+    def story_entries(self, story_ids: Sequence[int]) -> dict[int, list[Entry]]:
+        """Every item of each story (of active feeds), as the publisher sees items,
+        oldest first: what a story page lists as its sources."""
+        from aggregator.store import _ENTRY_SELECT, _entry
+
+        out: dict[int, list[Entry]] = {sid: [] for sid in story_ids}
+        for chunk in _chunks(sorted(set(story_ids))):
+            for r in self.conn.execute(
+                    _ENTRY_SELECT + "WHERE f.active = 1 AND i.story_id IN "
+                    f"({','.join('?' * len(chunk))}) ORDER BY i.sort_date, i.id", chunk):
+                e = _entry(r)
+                out[e.story_id or 0].append(e)
         return out

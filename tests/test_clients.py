@@ -617,15 +617,17 @@ def test_browser_shows_every_story_with_source_age_and_summary(site: Site, brows
     for s, x in zip(site.stories, shown, strict=True):
         assert x["visible"]
         # Dates written out in UTC: the page stays the same file while its stories do.
-        assert x["meta"] == f"{s.source} · {dateline(s.published)}", x
+        # ... and the story's sources, linking its page (story/<id>.html)
+        want = re.escape(f"{s.source} · {dateline(s.published)}") + r"( · \d+ sources?)?"
+        assert re.fullmatch(want, x["meta"]), x
         assert x["href"] == s.url
         if SUMMARIES:
             assert _fold(x["context"]) == _fold(s.context), s.title
             assert [_fold(p) for p in x["points"]] == [_fold(p) for p in s.points], s.title
     farm_meta = [x["meta"] for x in shown if x["href"] and x["href"].startswith(site.farm.base)]
     assert len(farm_meta) == FARM_FEEDS * FARM_ITEMS
-    assert all(re.fullmatch(r"Farm \d+ · \d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d UTC", m)
-               for m in farm_meta), farm_meta
+    assert all(re.fullmatch(r"Farm \d+ · \d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d UTC"
+                            r"( · 1 source)?", m) for m in farm_meta), farm_meta
     assert browser.execute_script("return window.__dialogs") == []
     _screenshot(browser, "clients-index-desktop.png")
     _screenshot(browser, "clients-index-desktop-full.png", full_page=True)

@@ -34,7 +34,7 @@ import feedparser
 import pytest
 from lxml import etree, html
 
-from aggregator.publish import FeedCounts, entry_id, publish, safe_url, slugify
+from aggregator.publish import FeedCounts, dateline, entry_id, publish, safe_url, slugify
 from aggregator.types import Entry, Subscription
 
 DATA = Path(__file__).parent / "data"
@@ -218,6 +218,7 @@ def validate_all(out: Path, base: str = BASE) -> list[Path]:
         validate_rss(d / "rss.xml", cat_base)
         validate_atom(d / "atom.xml", cat_base)
         validate_json_feed(d / "feed.json", cat_base)
+    pages += sorted((out / "story").glob("*.html"))  # one page per story
     opml = _parse_xml(out / "feeds.opml").getroot()
     assert opml.tag == "opml" and opml.get("version") == "2.0"
     assert opml.find("head/title") is not None and opml.find("body") is not None
@@ -275,6 +276,49 @@ def test_every_output_is_valid(tmp_path: Path) -> None:
     pages = validate_all(tmp_path)
     assert len(pages) == 3  # the site's page and one per category
     assert vnu_errors(pages) == []
+
+
+def test_story_pages_list_each_story_once_with_its_sources(tmp_path: Path) -> None:
+    """Items of one story: the pages show it once, linking story/<id>.html (its sources,
+    Latest News, Related Stories); the feeds keep every item; hostile text stays text."""
+    world = make_entry(1, story_id=7, title="Storm <script>alert(1)</script> hits coast")
+    tech = make_entry(2, story_id=7, feed_url="https://example.org/tech.xml", key="t-2",
+                      feed_title="Tech <b>Daily</b>", category="Tech",
+                      url="javascript:alert(2)", title="Storm hits the coast")
+    lone = make_entry(3, story_id=9, title="Volcano erupts")
+    loose = make_entry(4, title="Not clustered yet")
+    entries = [world, tech, lone, loose]
+    run(entries, tmp_path, stories={7: [tech, world], 9: [lone]})
+    index = html.fromstring((tmp_path / "index.html").read_bytes())
+    titles = [a.text_content() for a in index.iterfind(".//article/h2")]
+    assert len(titles) == 3 and titles[0].startswith("Storm")  # one entry for story 7
+    links = {a.get("href"): a.text for a in index.iterfind(".//p[@class='meta']/a")}
+    assert links == {"story/7.html": "2 sources", "story/9.html": "1 source"}
+    tech_page = html.fromstring((tmp_path / "category/tech/index.html").read_bytes())
+    assert [a.get("href") for a in tech_page.iterfind(".//p[@class='meta']/a")] == [
+        "../../story/7.html"]
+    assert len(feedparser.parse((tmp_path / "rss.xml").read_bytes()).entries) == 4
+    assert sorted(p.name for p in (tmp_path / "story").iterdir()) == ["7.html", "9.html"]
+    page = html.fromstring((tmp_path / "story/7.html").read_bytes())
+    assert page.find(".//p[@class='profile']").text == "BBC News"
+    assert page.find(".//article//time").text == dateline(world.published)
+    assert page.find(".//h1/a").get("href") == world.url
+    assert page.find(".//h1/a").text == "Storm hits coast"  # markup stripped to its text
+    heads = [h.text for h in page.iterfind(".//h2")]
+    assert heads == ["Context", "Dive deeper", "Latest News", "Related Stories"]
+    latest, related = (s.findall(".//li") for s in page.iterfind(".//section"))
+    assert [li.find("a").get("href") for li in latest] == ["9.html"]
+    assert [li.text_content() for li in related] == [
+        f"Storm hits the coast Tech Daily · {dateline(tech.published)}"]
+    assert related[0].find("a") is None  # its javascript: link was dropped
+    raw = (tmp_path / "story/7.html").read_bytes()
+    assert b"<script" not in raw and b"javascript:" not in raw.lower()
+    assert vnu_errors(validate_all(tmp_path)) == []
+    # a story gone from the pages loses its page; nothing else of story/ is touched
+    (tmp_path / "story" / "notes.txt").write_text("mine")
+    run([world, loose], tmp_path, stories={7: [world]})
+    assert sorted(p.name for p in (tmp_path / "story").iterdir()) == ["7.html", "notes.txt"]
+    assert run([world, loose], tmp_path, stories={7: [world]}) == []
 
 
 @pytest.mark.opt_in  # the validator's code is on neither PyPI nor Debian

@@ -235,3 +235,49 @@ def test_stories_on_a_missing_database_creates_nothing(tmp_path, capsys):
 def test_stories_refuses_a_bad_since(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--db", str(tmp_path / "x.db"), "stories", "--since", "yesterday"])
+
+
+def test_the_bbc_overlap_is_one_index_entry_with_a_story_page(bbc, capsys):
+    """Through `update --all` and `publish`: the article both BBC feeds carry is one entry
+    on index.html, "2 sources" linking its story page, which names both sources and
+    has Latest News and Related Stories; no active content; a second publish writes
+    nothing."""
+    from lxml import html
+    from test_publish import vnu_errors
+
+    assert main([*bbc, "update", "--all", "--no-summaries"]) == 0
+    out = Path(bbc[5])
+    index = html.fromstring((out / "index.html").read_bytes())
+    titles = [h.text_content() for h in index.iterfind(".//article/h2")]
+    assert sorted(titles) == ["Chancellor sets out spending plans",
+                              "Storm closes schools across the north", "Volcano erupts in Iceland"]
+    links = {a.text: a.get("href") for a in index.iterfind(".//p[@class='meta']/a")}
+    assert "2 sources" in links and list(links).count("2 sources") == 1
+    with sqlite3.connect(bbc[1]) as c:
+        (sid,) = c.execute("SELECT id FROM stories WHERE source_count = 2").fetchone()
+        assert c.execute("SELECT count(*) FROM stories").fetchone() == (3,)
+    assert links["2 sources"] == f"story/{sid}.html"
+    assert len(list((out / "story").glob("*.html"))) == 3  # every story on the page has one
+    page_path = out / "story" / f"{sid}.html"
+    page = html.fromstring(page_path.read_bytes())
+    assert page.find(".//h1").text_content() == "Storm closes schools across the north"
+    assert page.find(".//h1/a").get("href").startswith("https://www.bbc.co.uk/news/articles/c9d8e7f6")
+    profile = page.find(".//p[@class='profile']").text
+    assert profile in ("BBC News", "BBC News - World")
+    latest, related = page.iterfind(".//section")
+    assert latest.find("h2").text == "Latest News" and related.find("h2").text == "Related Stories"
+    assert sorted(li.find("a").text for li in latest.iterfind(".//li")) == [
+        "Chancellor sets out spending plans", "Volcano erupts in Iceland"]
+    (other,) = related.iterfind(".//li")
+    names = {profile, other.find("span").text.split(" · ")[0]}
+    assert names == {"BBC News", "BBC News - World"}
+    for p in (out / "story").glob("*.html"):
+        doc = html.fromstring(p.read_bytes())
+        assert not doc.xpath("//script | //iframe | //object | //embed | //form")
+        assert not [a for el in doc.iter() for a, v in el.attrib.items()
+                    if a.startswith("on") or "javascript:" in v.lower()]
+    assert vnu_errors([out / "index.html", *sorted((out / "story").glob("*.html"))]) == []
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    assert main([*bbc, "publish"]) == 0
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    assert after == before
