@@ -311,7 +311,7 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     if not shutil.which("mount"):
         unavailable("no mount command")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
                          capture_output=True, text=True)
     if res.returncode != 0:
         unavailable(f"cannot mount a tmpfs here: {res.stderr.strip()}")
