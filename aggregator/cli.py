@@ -450,20 +450,13 @@ def cmd_add(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def _keep_first_fetch(settings: config.Settings, store: Any, found: Any) -> None:
-    """Store the fetch that found a new feed as a poll would (items, ETag and
-    Last-Modified, next poll time), so the next update asks "changed since?"
-    instead of fetching it again."""
-    import hashlib
-    import random
-
-    from aggregator import update
+    """The fetch that found a new feed counts as its first poll."""
+    from aggregator.update import record_first_fetch
 
     feed = store.feed(found.url)
-    if found.result is None or found.result.body is None or feed is None or feed.last_fetch:
+    if found.result is None or feed is None or feed.last_fetch:
         return  # not fetched, or a feed we had already
-    fetched = update._Fetched(feed, found.result, found.parsed,
-                              hashlib.sha256(found.result.body).hexdigest()[:32])
-    update._record(store, fetched, update.policy(settings), update.utcnow(), random.Random(), [])
+    record_first_fetch(settings, store, feed, found.result, found.parsed)
 
 
 def cmd_remove(args: argparse.Namespace, settings: config.Settings) -> int:

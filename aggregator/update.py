@@ -168,7 +168,7 @@ def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime,
                       trusted=trusted_origin(feed.url))
         if result.body is None:
             return _Fetched(feed, result)
-        body_hash = hashlib.sha256(result.body).hexdigest()[:32]
+        body_hash = _body_hash(result.body)
         if body_hash == feed.body_hash:
             return _Fetched(feed, result, None, body_hash)  # same bytes: nothing to parse
         from aggregator.parse import parse  # not imported by a poll that gets only 304s
@@ -387,6 +387,21 @@ def _not_stored(feed: FeedRow, e: StorageError, trouble: _StorageTrouble) -> Fee
 
 
 NOT_MODIFIED_BATCH = 100  # 304s written per transaction
+
+
+def _body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def record_first_fetch(settings: Settings, store: Store, feed: FeedRow, result: FetchResult,
+                       parsed: ParsedFeed | None, *, clock: Clock = utcnow) -> None:
+    """Store a fetch made outside a pass (``add`` finding a feed) as a poll would:
+    items, validators, body hash and next poll time, so the next pass asks
+    "changed since?" instead of fetching it again."""
+    if result.body is None:
+        return
+    fetched = _Fetched(feed, result, parsed, _body_hash(result.body))
+    _record(store, fetched, policy(settings), clock(), random.Random(), [])
 
 
 def _record(store: Store, fetched: _Fetched, pol: decide.PollPolicy, now: datetime,

@@ -381,3 +381,24 @@ def assert_no_script(table_rows: Sequence[dict[str, Any]]) -> None:
             )
             for target in _URL_ATTR.findall(value):
                 assert re.match(r"(https?|mailto):", target), (column, target)
+
+
+# --- a resolver that answers what a test says -------------------------------------------
+
+Answer = Callable[[str], list[str]]
+
+
+def fake_dns(monkeypatch: Any, answer: Answer) -> list[str]:
+    """Make fetch's resolver answer ``answer(host)``; returns the hosts asked.
+    (Nothing real can change a DNS answer between two lookups here.)"""
+    from aggregator import fetch
+
+    asked: list[str] = []
+
+    def getaddrinfo(host: str, port: int, *args: Any, **kw: Any) -> list[Any]:
+        asked.append(host)
+        return [(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                 (ip, port)) for ip in answer(host)]
+
+    monkeypatch.setattr(fetch, "getaddrinfo", getaddrinfo)
+    return asked

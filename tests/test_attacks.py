@@ -11,12 +11,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpcore
 import pytest
-from hostile_servers import RawServer, answers, rss
+from hostile_servers import RawServer, answers, fake_dns, rss
 
 from aggregator import fetch
 from aggregator.errors import BlockedAddressError, NetworkError
@@ -36,19 +36,6 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(self, host, port, *args, **kw)
 
     monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect_tcp)
-
-
-def fake_dns(monkeypatch: pytest.MonkeyPatch, answer: Callable[[str], list[str]]) -> list[str]:
-    """fetch's resolver answers ``answer(host)``; returns the hosts asked."""
-    asked: list[str] = []
-
-    def getaddrinfo(host: str, port: int, *args: Any, **kw: Any) -> list[Any]:
-        asked.append(host)
-        return [(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "",
-                 (ip, port)) for ip in answer(host)]
-
-    monkeypatch.setattr(fetch, "getaddrinfo", getaddrinfo)
-    return asked
 
 
 class Listener:

@@ -11,10 +11,9 @@ any test that would connect to an address outside 127.0.0.0/8.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import pytest
 from hostile_servers import (
     RawServer,
     answers,
+    fake_dns,
     feed_row,
     head,
     one_pass,
@@ -31,7 +31,7 @@ from hostile_servers import (
     write_opml,
 )
 
-from aggregator import config, fetch
+from aggregator import config
 from aggregator.errors import BlockedAddressError, ConfigError, NetworkError
 from aggregator.fetch import Fetcher, Limits, check_url
 from aggregator.guard import Guard, Origin, is_ip_literal, is_public, origin_of, trusted_origin
@@ -49,22 +49,6 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(self, host, port, *args, **kw)
 
     monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect_tcp)
-
-
-Answer = Callable[[str], list[str]]
-
-
-def fake_dns(monkeypatch: pytest.MonkeyPatch, answer: Answer) -> list[str]:
-    """Make fetch's resolver answer ``answer(host)``; returns the hosts asked."""
-    asked: list[str] = []
-
-    def getaddrinfo(host: str, port: int, *args: Any, **kw: Any) -> list[Any]:
-        asked.append(host)
-        return [(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "",
-                 (ip, port)) for ip in answer(host)]
-
-    monkeypatch.setattr(fetch, "getaddrinfo", getaddrinfo)
-    return asked
 
 
 # --- pure rules -------------------------------------------------------------------------
