@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--revive", metavar="URL",
                    help="bring this feed back to active polling: state reset, errors "
                    "cleared, due now")
+    c.add_argument("--json", action="store_true",
+                   help="one JSON object per feed and line, every column")
 
     c = _cmd(sub, "add", "Subscribe to a feed (or to the feed a web page links to) in "
              "feeds.opml and the database.",
@@ -156,6 +158,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most N items (default 50)")
     c.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    c = _cmd(sub, "prune", "Delete items older than keep_days and article text older than "
+             "keep_article_text_days, except what a reader can still see; --dry-run counts.",
+             "aggregator prune --dry-run")
+    c.add_argument("--dry-run", action="store_true",
+                   help="change nothing: show what would go, in all and per feed")
+
+    _cmd(sub, "vacuum", "Rewrite the database file to its smallest size and switch it to "
+         "incremental vacuum (needs the file alone: stop the daemon; as much free disk as "
+         "the file).", "aggregator vacuum")
+
+    c = _cmd(sub, "refetch", "Fetch an item's article page again (same guards as the "
+             "daemon) and summarise it from what comes.",
+             "aggregator refetch https://example.com/news/story.html")
+    c.add_argument("url", nargs="?", metavar="URL", help="the item's link")
+    c.add_argument("--item", type=int, metavar="ID", help="the item's id (items.id)")
+
+    c = _cmd(sub, "resummarize", "Write the summaries anew (e.g. after changing the "
+             "summarizer), for one feed and/or the items of a recent period.",
+             "aggregator resummarize --feed https://example.com/feed.xml --since 2d")
+    c.add_argument("--feed", metavar="URL", help="only this feed's items")
+    c.add_argument("--since", type=_age, metavar="AGE",
+                   help="only items dated within this long: 30m, 12h, 2d, 1w")
+
+    c = _cmd(sub, "datasette", "Open the database in Datasette, read-only, while the daemon "
+             "writes it: documented columns, canned queries, search. Anyone who can reach "
+             "the port reads every column (private feed URLs too).",
+             "aggregator datasette --port 8001")
+    c.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    c.add_argument("--port", type=int, default=8001, help="port to listen on (8001)")
+
     c = _cmd(sub, "serve", "Serve the output directory over HTTP.",
              "aggregator serve --host 127.0.0.1 --port 8080")
     c.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -165,9 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> config.Settings:
     flags = {"db": args.db, "feeds": args.feeds, "output": args.output}
-    if getattr(args, "host", None):
+    if args.command == "datasette":  # its own --host/--port, not the server's settings
+        pass
+    elif getattr(args, "host", None):
         flags["host"] = args.host
-    if getattr(args, "port", None):
+    if getattr(args, "port", None) and args.command != "datasette":
         flags["port"] = args.port
     if getattr(args, "no_articles", False):
         flags["fetch_articles"] = False
@@ -393,6 +427,10 @@ def cmd_feeds(args: argparse.Namespace, settings: config.Settings) -> int:
         return 0
     with Store(db) as store:  # read-write, as a read-only open leaves an empty -wal behind
         feeds = store.feeds()
+    if args.json:
+        for f in feeds:
+            print(json.dumps(_feed_json(f), ensure_ascii=False))
+        return 0
     rows = [("STATE", "ITEMS", "LAST FETCH (UTC)", "HTTP", "NEXT FETCH (UTC)", "ERRS",
              "CATEGORY", "FEED")]
     for f in feeds:
@@ -404,6 +442,17 @@ def cmd_feeds(args: argparse.Namespace, settings: config.Settings) -> int:
                                               if f.last_error else "")))
     _print_table(rows)
     return 0
+
+
+def _feed_json(feed: Any) -> dict[str, Any]:
+    """A FeedRow as JSON: its fields, times as ISO-8601 UTC, its state and name."""
+    import dataclasses
+
+    out = {}
+    for k, v in dataclasses.asdict(feed).items():
+        out[k] = v.astimezone(UTC).isoformat(timespec="seconds") if isinstance(v, datetime) else v
+    out["name"] = feed.name
+    return out
 
 
 def _edit_subscriptions(settings: config.Settings, change: Callable[[opml.Document], Any],
@@ -694,6 +743,118 @@ def cmd_search(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def cmd_prune(args: argparse.Namespace, settings: config.Settings) -> int:
+    from aggregator.stages.prune import prune
+    from aggregator.store import Store
+    from aggregator.update import utcnow
+
+    with Store(_existing_db(settings)) as store:
+        report = prune(settings, store, now=utcnow(), dry_run=args.dry_run)
+        names = {f.id: f.name for f in store.feeds()}
+    cut = report.cutoffs
+    verb = "would delete" if report.dry_run else "deleted"
+    print(f"{verb} {report.items} items"
+          + (f" dated before {_when(cut.items_before)} UTC" if cut.items_before else
+             " (keep_days = 0: items are kept forever)")
+          + f", and the article text of {report.texts} more"
+          + (f" dated before {_when(cut.text_before)} UTC" if cut.text_before else "")
+          + f"; kept {report.kept} old items a reader can still see")
+    feeds = sorted(set(report.items_by_feed) | set(report.texts_by_feed),
+                   key=lambda i: (-report.items_by_feed.get(i, 0), names.get(i, "")))
+    if feeds:
+        rows = [("ITEMS", "TEXTS", "FEED")]
+        rows += [(str(report.items_by_feed.get(i, 0)), str(report.texts_by_feed.get(i, 0)),
+                  names.get(i, str(i))) for i in feeds]
+        _print_table(rows)
+    if not report.dry_run:
+        print(f"database {_size(report.size_before)} -> {_size(report.size_after)}")
+        if not report.incremental:
+            print("the file is not in incremental-vacuum mode yet, so freed pages are reused "
+                  "but the file does not shrink: run `aggregator vacuum` once")
+    return 0
+
+
+def cmd_vacuum(args: argparse.Namespace, settings: config.Settings) -> int:
+    from aggregator.store import Store
+
+    with Store(_existing_db(settings)) as store:
+        before = store.size()
+        store.vacuum()
+        after = store.size()
+    print(f"vacuumed {settings.db}: {_size(before)} -> {_size(after)}")
+    return 0
+
+
+def cmd_refetch(args: argparse.Namespace, settings: config.Settings) -> int:
+    from aggregator.stages.rework import refetch
+    from aggregator.store import Store
+    from aggregator.update import make_fetcher, utcnow
+
+    if (args.url is None) == (args.item is None):
+        raise AggregatorError("refetch: give an item's URL or --item ID (one of them)")
+    with Store(_existing_db(settings)) as store:
+        if args.item is not None:
+            ids = [args.item] if store.work_items([args.item]) else []
+            what = f"item {args.item}"
+        else:
+            ids = store.item_ids_by_url(args.url)
+            what = f"item with the URL {args.url}"
+        if not ids:
+            raise AggregatorError(f"no {what} (see `aggregator search`, or items.id)")
+        with make_fetcher(settings) as fetcher:
+            done = refetch(settings, store, fetcher, ids, utcnow())
+        for r in done:
+            print(f"item {r.item_id}: article {r.article}; "
+                  + ("summarised again" if r.summarised else "summary unchanged")
+                  + (f"  <{r.url}>" if r.url else ""))
+        _publish_if(settings, store, any(r.summarised for r in done))
+    return 0 if all(r.article == "ok" for r in done) else 1
+
+
+def cmd_resummarize(args: argparse.Namespace, settings: config.Settings) -> int:
+    from aggregator.stages.rework import resummarize
+    from aggregator.store import Store
+    from aggregator.update import utcnow
+
+    now = utcnow()
+    with Store(_existing_db(settings)) as store:
+        feed_id = None
+        if args.feed is not None:
+            feed = store.feed(args.feed)
+            if feed is None:
+                raise AggregatorError(f"no such feed: {args.feed} (see `aggregator feeds`)")
+            feed_id = feed.id
+        n = resummarize(settings, store, now=now, feed_id=feed_id,
+                        since=now - args.since if args.since else None)
+        print(f"{n} items summarised again")
+        _publish_if(settings, store, n > 0)
+    return 0
+
+
+def _publish_if(settings: config.Settings, store: Any, changed: bool) -> None:
+    from aggregator import update as pipeline
+
+    if settings.publish and changed:
+        paths = pipeline.publish_now(settings, store)
+        print(f"published to {settings.output} ({len(paths)} files changed)")
+
+
+def cmd_datasette(args: argparse.Namespace, settings: config.Settings) -> int:
+    from aggregator import browse
+
+    db = _existing_db(settings)
+    if not browse.is_loopback(args.host):
+        print(f"aggregator: warning: Datasette on {args.host} shows every column to anyone "
+              "who can reach it, private feed URLs included", file=sys.stderr)
+    print(f"aggregator: Datasette on http://{args.host}:{args.port}/ reading {db} "
+          "(read-only); Ctrl-C stops", flush=True)
+    return browse.serve(db, host=args.host, port=args.port)
+
+
 def cmd_serve(args: argparse.Namespace, settings: config.Settings) -> int:
     import signal
     import threading
@@ -753,6 +914,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, config.Settings], int]] = {
     "stories": cmd_stories,
     "publish": cmd_publish,
     "search": cmd_search,
+    "prune": cmd_prune,
+    "vacuum": cmd_vacuum,
+    "refetch": cmd_refetch,
+    "resummarize": cmd_resummarize,
+    "datasette": cmd_datasette,
     "serve": cmd_serve,
 }
 

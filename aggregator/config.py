@@ -75,6 +75,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     stalled_after: float = 180.0  # minutes without a successful update -> /healthz 503
+    # retention (days; 0 keeps forever): items, and their article text and HTML
+    keep_days: int = 90
+    keep_article_text_days: int = 14
     # logging
     log_level: str = "INFO"
 
@@ -140,6 +143,10 @@ def _check(settings: Settings) -> Settings:
         problems.append("workers and per_host must be at least 1")
     if not 0 <= settings.jitter <= 1:
         problems.append("jitter must be between 0 and 1")
+    for name in ("keep_days", "keep_article_text_days"):
+        if not 0 <= getattr(settings, name) <= 36500:
+            problems.append(f"{name} must be a number of days from 1 to 36500, "
+                            "or 0 (keep forever)")
     if settings.max_bytes < 1024:
         problems.append("max_bytes must be at least 1024")
     if not settings.base_url:

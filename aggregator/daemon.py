@@ -5,6 +5,7 @@ Jobs, each on its own executor so one never waits for another:
 
     poll       every ``tick`` s: sync feeds.opml, poll the due feeds, store, publish
     summaries  works off the summary backlog (article fetch + summarise), then publishes
+    prune      once a day: retention (old items, old article text), then incremental vacuum
     heartbeat  tells the watchdog the scheduler is alive (only under WatchdogSec=)
 
 Signal handlers only set plain attributes (no locks: a handler runs between
@@ -64,6 +65,8 @@ SUMMARY_TICK = 15.0
 CLOCK_JUMP = 5.0  # s the wall clock may drift from the monotonic one before we reschedule
 STOP_GRACE = 6.0  # s for jobs in flight at shutdown; the unit's TimeoutStopSec= is 10
 SUMMARY_BATCH = 50
+PRUNE_EVERY = 24 * 3600.0  # s between retention passes
+PRUNE_FIRST = 600.0  # s after start: not while the first pass and its backlog run
 # Settings that only take effect on a restart: a reload keeps the running values.
 RESTART_ONLY = ("db", "output", "serve", "host", "port")
 FETCH_SETTINGS = ("connect_timeout", "timeout", "max_bytes", "max_redirects", "per_host",
@@ -166,6 +169,7 @@ class Daemon:
                 "poll": ThreadPoolExecutor(1),
                 "summaries": ThreadPoolExecutor(1),
                 "stories": ThreadPoolExecutor(1),
+                "prune": ThreadPoolExecutor(1),
             },
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
@@ -173,7 +177,9 @@ class Daemon:
         self._poll = _Job(self.scheduler, "poll", self._poll_once)
         self._summaries = _Job(self.scheduler, "summaries", self._summarize_backlog)
         self._stories = _Job(self.scheduler, "stories", self._cluster_backlog)
-        self._jobs = {job.id: job for job in (self._poll, self._summaries, self._stories)}
+        self._prune = _Job(self.scheduler, "prune", self._prune_once)
+        self._jobs = {job.id: job for job in (self._poll, self._summaries, self._stories,
+                                              self._prune)}
         self.scheduler.add_listener(self._job_done, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         interval = watchdog_interval()
         self.watchdog = Watchdog(self.notifier, self._ping, interval) if interval else None
@@ -304,6 +310,17 @@ class Daemon:
         with self._job("stories") as store:
             cluster_pending(store, clock=utcnow, should_stop=self._stop.is_set)
 
+    def _prune_once(self) -> None:
+        """Retention on its own executor, in small transactions: never on the poll path."""
+        if self._stop.is_set() or not (self.settings.keep_days
+                                       or self.settings.keep_article_text_days):
+            return
+        from aggregator.stages.prune import prune
+
+        with self._job("prune") as store:
+            prune(self.settings, store, now=utcnow(), should_stop=self._stop.is_set,
+                  progress=lambda: self.watchdog and self.watchdog.progress("prune"))
+
     def _publish(self, store: Store) -> None:
         if not self.settings.publish:
             return
@@ -396,6 +413,9 @@ class Daemon:
         self.scheduler.add_job(self._stories, "interval", seconds=SUMMARY_TICK,
                                id="stories", executor="stories",
                                next_run_time=now + timedelta(seconds=1))
+        self.scheduler.add_job(self._prune, "interval", seconds=PRUNE_EVERY, id="prune",
+                               executor="prune",
+                               next_run_time=now + timedelta(seconds=PRUNE_FIRST))
         if self.watchdog:
             self.scheduler.add_job(self._heartbeat, "interval",
                                    seconds=self.watchdog.interval / 4, id="heartbeat",
@@ -417,7 +437,8 @@ class Daemon:
             return
         log.warning("the clock jumped %s by %.0f s: rescheduling from now",
                     "forward" if jump > 0 else "back", abs(jump))
-        periods = {"poll": self.tick, "summaries": SUMMARY_TICK, "stories": SUMMARY_TICK}
+        periods = {"poll": self.tick, "summaries": SUMMARY_TICK, "stories": SUMMARY_TICK,
+                   "prune": PRUNE_EVERY}
         if self.watchdog:
             periods["heartbeat"] = self.watchdog.interval / 4
         for job_id, seconds in periods.items():
@@ -505,7 +526,8 @@ class Daemon:
         deadline = started + STOP_GRACE
         busy = [name for name, job in (("update pass", self._poll),
                                        ("summaries", self._summaries),
-                                       ("stories", self._stories))
+                                       ("stories", self._stories),
+                                       ("prune", self._prune))
                 if not job.idle.wait(max(0.0, deadline - time.monotonic()))]
         if busy:
             # A job is stuck (e.g. waiting for a database another process locks).

@@ -20,8 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aggregator import decide, storesearch
+from aggregator import decide, storeretention, storesearch
 from aggregator.errors import StorageError
+from aggregator.storeretention import RetentionMixin
 from aggregator.storestories import StoriesMixin
 from aggregator.types import Entry, ParsedFeed, ParsedItem, Subscription, Summary
 
@@ -218,6 +219,13 @@ def m006_search(db: sqlite_utils.Database) -> None:
     storesearch.create(db.conn)
 
 
+@migration
+def m007_retention(db: sqlite_utils.Database) -> None:
+    """Retention: each feed remembers the items of its latest document, and the
+    file asks for incremental vacuum (see storeretention.py)."""
+    storeretention.migrate(db.conn)
+
+
 def iso(when: datetime | None) -> str | None:
     if when is None:
         return None
@@ -348,7 +356,7 @@ def _check_whole(conn: sqlite3.Connection, path: Path) -> None:
                            f"(truncated: {size} of {pages * page} bytes)")
 
 
-class Store(StoriesMixin):
+class Store(StoriesMixin, RetentionMixin):
     def __init__(self, path: Path, *, readonly: bool = False,
                  busy_timeout: float | None = None) -> None:
         self.path = path
@@ -374,12 +382,15 @@ class Store(StoriesMixin):
                     if check != "ok":
                         conn.close()
                         raise StorageError(f"not a SQLite database: {path} (damaged: {check})")
+                if not existed:  # before the first table: no VACUUM needed to set it
+                    conn.execute(f"PRAGMA auto_vacuum = {storeretention.INCREMENTAL}")
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode.lower() != "wal":
                     raise StorageError(f"{path}: cannot switch to WAL mode (got {mode})")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 if pending:
                     _migrate(conn)
+                    storeretention.after_migrate(conn, path)
         except sqlite3.DatabaseError as e:
             if "not a database" in str(e) or "malformed" in str(e):
                 raise StorageError(f"not a SQLite database: {path} ({e})") from e
@@ -650,6 +661,7 @@ class Store(StoriesMixin):
                 "changed_at = ?, content_hash = ? WHERE id = ?",
                 changed_rows,
             )
+        self._remember_document(c, feed_id, [key for key, _, _ in items])
         return ItemCounts(new=len(new_rows), changed=len(changed_rows))
 
     @staticmethod
