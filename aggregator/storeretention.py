@@ -232,7 +232,8 @@ class RetentionMixin:
         incremental = self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == INCREMENTAL
         try:
             if incremental:
-                self.conn.execute("PRAGMA incremental_vacuum").fetchall()
+                # executescript steps it to the end: execute() would free one page
+                self.conn.executescript("PRAGMA incremental_vacuum;")
                 # the file shrinks once the log is copied back; never wait for readers
                 self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.conn.execute("PRAGMA optimize")

@@ -44,25 +44,33 @@ WORDS = ("government minister election market shares football club weather storm
          "science study researchers space mission rocket launch").split()
 
 
-def _text(rng: random.Random, words: int) -> str:
+def _text(rng: random.Random, words: int, vocabulary: tuple[str, ...] = WORDS) -> str:
     out = []
-    for _ in range(words // 12):
-        out.append(" ".join(rng.choice(WORDS) for _ in range(12)).capitalize() + ".")
+    for _ in range(max(1, words // 12)):
+        out.append(" ".join(rng.choice(vocabulary) for _ in range(12)).capitalize() + ".")
     return " ".join(out)
+
+
+def day_words(day: int) -> tuple[str, ...]:
+    """Words of one day only (``government`` + a tag spelling the day in letters)."""
+    tag = "".join(chr(ord("q") + int(c)) for c in str(day))
+    return tuple(w + tag for w in WORDS)
 
 
 def feeds(n: int) -> list[Subscription]:
     return [Subscription(f"http://feed{k}.example/rss", f"Feed {k}", "News") for k in range(n)]
 
 
-def day_items(feed: int, day: int, per_day: int, rng: random.Random) -> list[ParsedItem]:
+def day_items(feed: int, day: int, per_day: int, rng: random.Random,
+              vocabulary: tuple[str, ...] = WORDS) -> list[ParsedItem]:
     when = START + timedelta(days=day)
     out = []
     for n in range(per_day):
-        teaser = _text(rng, 100)
+        teaser = _text(rng, 100, vocabulary)
         out.append(ParsedItem(
             guid=f"f{feed}-d{day}-{n}", url=f"http://feed{feed}.example/{day}/{n}",
-            title=f"Story {day}.{n} from feed {feed}: " + _text(rng, 12)[:60], author=None,
+            title=f"Story {day}.{n} from feed {feed}: " + _text(rng, 12, vocabulary)[:60],
+            author=None,
             published=when + timedelta(minutes=n), updated=None,
             content=f"<p>{teaser}</p>", content_text=teaser))
     return out
@@ -70,15 +78,18 @@ def day_items(feed: int, day: int, per_day: int, rng: random.Random) -> list[Par
 
 def fill_day(store: Store, day: int, subs: list[Subscription], per_day: int,
              history: dict[str, list[ParsedItem]], *, seed: int = 1,
-             article_words: int = 800) -> None:
+             article_words: int = 800, distinct_days: bool = False) -> None:
     """One simulated day: each feed's document (its newest DOCUMENT items) is
-    stored, the new items' articles fetched and their summaries written."""
+    stored, the new items' articles fetched and their summaries written.
+    ``distinct_days``: each day's items share words of their own (stories then
+    form per day) instead of all items sharing one vocabulary."""
+    vocabulary = day_words(day) if distinct_days else WORDS
     rng = random.Random(seed * 100_003 + day)
     now = START + timedelta(days=day, hours=12)
     if day == 0:
         store.sync_subscriptions(subs, now)
     for k, sub in enumerate(subs):
-        new = day_items(k, day, per_day, rng)
+        new = day_items(k, day, per_day, rng, vocabulary)
         doc = (new + history.get(sub.url, []))[:DOCUMENT]
         history[sub.url] = doc
         feed = store.feed(sub.url)
@@ -90,8 +101,9 @@ def fill_day(store: Store, day: int, subs: list[Subscription], per_day: int,
         for item in new:
             row = store.conn.execute("SELECT id, content_hash FROM items WHERE feed_id = ? "
                                      "AND key = ?", (feed.id, decide.item_key(item))).fetchone()
-            store.save_article(row[0], "ok", _text(rng, article_words))
-            store.save_summary(row[0], row[1], Summary((_text(rng, 40),), (_text(rng, 20),),
+            store.save_article(row[0], "ok", _text(rng, article_words, vocabulary))
+            store.save_summary(row[0], row[1], Summary((_text(rng, 40, vocabulary),),
+                                                       (_text(rng, 20, vocabulary),),
                                                        "default:english"), now,
                                source="article")
 
