@@ -180,8 +180,9 @@ def test_a_story_loses_its_first_item_and_an_empty_story_goes(tmp_path):
         stories = dict(_rows(store, "SELECT title, story_id FROM items"))
         shared = _rows(store, "SELECT story_id, count(*), count(DISTINCT feed_id) FROM items "
                        "GROUP BY story_id ORDER BY story_id")
-        assert sorted(n for _, n, _ in shared) == [1, 2, 2]  # one headline in two feeds: one story
-        volcano, quake = stories["Volcano erupts near the town"], stories["Earthquake shakes the capital"]
+        assert sorted(n for _, n, _ in shared) == [1, 2, 2]  # a headline in two feeds: a story
+        volcano = stories["Volcano erupts near the town"]
+        quake = stories["Earthquake shakes the capital"]
         prune(_settings(max_entries=1, category_max_entries=0), store, now=NOW)
         left = _rows(store, "SELECT id, feed_id, story_id, title FROM items ORDER BY id")
         assert [t for *_, t in left] == ["Unrelated local news today",
