@@ -1,0 +1,195 @@
+"""Datasette as a reader (issue 13, item 5): `aggregator datasette` opens the
+file read-only while it is written, with the shipped metadata (every
+documented column, canned queries) and the search box; a real Datasette on a
+free 127.0.0.1 port, asked through its JSON API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aggregator import browse, decide
+from aggregator.cli import main
+from aggregator.stages.cluster import cluster_pending
+from aggregator.store import Store
+from aggregator.types import ParsedFeed, ParsedItem, Subscription
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in [k for k in os.environ if k.startswith("AGGREGATOR_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def store_items(store: Store, feed: str, items: list[ParsedItem], now: datetime) -> None:
+    store.record_feed(store.feed(feed).id, now, status=200, headers={}, body_hash=str(now),
+                      parsed=ParsedFeed(None, None, "en", None, tuple(items)),
+                      items=[(decide.item_key(i), i, decide.content_hash(i)) for i in items],
+                      next_fetch=now + timedelta(hours=1))
+
+
+def item(guid: str, title: str, text: str, when: datetime) -> ParsedItem:
+    return ParsedItem(guid=guid, url=f"http://news.example/{guid}", title=title, author=None,
+                      published=when, updated=None, content=f"<p>{text}</p>", content_text=text)
+
+
+FEEDS = ["http://one.example/rss", "http://two.example/rss", "http://broken.example/rss"]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "news.db"  # not "aggregator": the metadata follows the file's name
+    now = datetime.now(UTC)
+    with Store(path) as store:
+        store.sync_subscriptions([Subscription(u, f"Feed {k}") for k, u in enumerate(FEEDS)],
+                                 now)
+        for k, feed in enumerate(FEEDS[:2]):
+            store_items(store, feed, [
+                item(f"{k}-1", "Glacier collapse blocks alpine valley",
+                     "A glacier collapsed onto the valley village.", now - timedelta(minutes=5)),
+                item(f"{k}-2", ["Cycling team wins the relay", "Orchestra plays in Lima"][k],
+                     ["Riders crossed the line first.", "Violins filled the hall."][k],
+                     now - timedelta(minutes=1 + k)),
+            ], now)
+        cluster_pending(store)
+        store.record_error(store.feed(FEEDS[2]).id, now, status=500, error="HTTP 500",
+                           next_fetch=now + timedelta(hours=1))
+    return path
+
+
+def wait_for(url: str, proc: subprocess.Popen[str], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"Datasette did not answer at {url}")
+
+
+def test_datasette_reads_the_file_while_it_is_written(db, tmp_path):
+    pytest.importorskip("datasette", reason="datasette not installed "
+                        "(pip install 'aggregator[datasette]')")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "aggregator", "--db", str(db), "datasette",
+                             "--port", str(port)], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    stop = threading.Event()
+    written: list[str] = []
+
+    def writer() -> None:  # the daemon's part: one feed's write after another
+        with Store(db) as store:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                now = datetime.now(UTC)
+                word = f"quokka{chr(97 + n % 26)}{n}"
+                store_items(store, FEEDS[0], [item(f"live-{n}", f"Live story {n}",
+                                                   f"The {word} was seen.", now)], now)
+                written.append(word)
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=writer)
+    try:
+        wait_for(f"{base}/-/versions.json", proc)
+        thread.start()
+        with httpx.Client(base_url=base, timeout=10) as client:
+            def get(path: str) -> object:
+                r = client.get(path)
+                assert r.status_code == 200, (path, r.text[:500])
+                return r.json()
+
+            stories = get("/news/todays_stories.json?_shape=array")
+            assert [(s["title"], s["source_count"]) for s in stories] == [
+                ("Glacier collapse blocks alpine valley", 2), ("Cycling team wins the relay", 1),
+                ("Orchestra plays in Lima", 1)]
+            assert stories[0]["sources"].split(", ") == ["Feed 0", "Feed 1"]
+            failing = get("/news/failing_feeds.json?_shape=array")
+            assert [(f["url"], f["state"], f["last_status"]) for f in failing] == [
+                (FEEDS[2], "error", 500)]
+            backlog = get("/news/summaries_backlog.json?_shape=array")
+            assert {b["feed"] for b in backlog} == {"Feed 0", "Feed 1"}
+            # the search box, over what was written after Datasette started
+            while len(written) < 20:
+                time.sleep(0.05)
+            word = written[15]
+            found = get(f"/news/items.json?_search={word}&_shape=array")
+            assert [r["guid"] for r in found] == ["live-16"]
+            assert 'name="_search"' in client.get("/news/items").text
+            # the documented columns
+            meta = get("/-/metadata.json")
+            columns = meta["databases"]["news"]["tables"]["items"]["columns"]
+            assert columns["summary_context"] == "the Context paragraph"
+            page = client.get("/news/items").text
+            assert "the Context paragraph" in page  # shown as the column's description
+            # read-only: Datasette refuses to write, whatever it is asked
+            r = client.get("/news.json", params={"sql": "DELETE FROM items", "_shape": "array"})
+            assert r.status_code >= 400
+        stop.set()
+        thread.join()
+        assert sqlite3.connect(db).execute("SELECT count(*) FROM items").fetchone()[0] \
+            == 4 + len(written)
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+        proc.send_signal(signal.SIGTERM)  # aggregator stops Datasette with it
+        proc.communicate(timeout=30)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{base}/-/versions.json", timeout=2)
+
+
+def test_every_column_of_the_schema_is_described(tmp_path):
+    meta = browse.metadata(tmp_path / "aggregator.db")
+    tables = meta["databases"]["aggregator"]["tables"]
+    with Store(tmp_path / "aggregator.db") as store:
+        for table in ("feeds", "items", "stories"):
+            columns = {r[1] for r in store.conn.execute(f"PRAGMA table_info({table})")}
+            described = set(tables[table]["columns"])
+            assert columns == described, (table, columns ^ described)
+    for name, query in meta["databases"]["aggregator"]["queries"].items():
+        assert query["title"] and query["sql"].lstrip().upper().startswith("SELECT"), name
+    # keyed by the file's name, as Datasette names a database
+    assert set(browse.metadata(Path("x/news.db"))["databases"]) == {"news"}
+
+
+def test_without_datasette_the_command_says_how_to_get_it(db, capsys, monkeypatch):
+    monkeypatch.setattr(browse, "is_available", lambda: False)
+    assert main(["--db", str(db), "datasette"]) == 1
+    err = capsys.readouterr().err
+    assert "datasette is not installed (pip install 'aggregator[datasette]')" in err
+    assert main(["--db", str(db.parent / "none.db"), "datasette"]) == 1
+    assert "no database at" in capsys.readouterr().err
+
+
+def test_the_command_line_is_the_mutable_read_only_mode(tmp_path):
+    argv = browse.command(tmp_path / "a.db", tmp_path / "m.json", host="127.0.0.1", port=8001)
+    assert "-i" not in argv and "--immutable" not in argv
+    assert argv[argv.index("--metadata") + 1] == str(tmp_path / "m.json")
+    assert json.loads(json.dumps(browse.metadata(tmp_path / "a.db")))["title"] == "aggregator"
