@@ -319,7 +319,11 @@ class Daemon:
 
         with self._job("prune") as store:
             prune(self.settings, store, now=utcnow(), should_stop=self._stop.is_set,
-                  progress=lambda: self.watchdog and self.watchdog.progress("prune"))
+                  progress=self._prune_progress)
+
+    def _prune_progress(self) -> None:
+        if self.watchdog:
+            self.watchdog.progress("prune")
 
     def _publish(self, store: Store) -> None:
         if not self.settings.publish:
