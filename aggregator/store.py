@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aggregator import decide, storesearch
 from aggregator.errors import StorageError
+from aggregator.storemedia import MediaMixin
 from aggregator.storestories import StoriesMixin
 from aggregator.types import Entry, ParsedFeed, ParsedItem, Subscription, Summary
 
@@ -218,6 +219,15 @@ def m006_search(db: sqlite_utils.Database) -> None:
     storesearch.create(db.conn)
 
 
+@migration
+def m008_media(db: sqlite_utils.Database) -> None:
+    """Enclosures, media:content and media:thumbnail of each item: the
+    ``enclosures`` table (see storemedia.py)."""
+    from aggregator import storemedia
+
+    storemedia.create(db.conn)
+
+
 def iso(when: datetime | None) -> str | None:
     if when is None:
         return None
@@ -348,7 +358,7 @@ def _check_whole(conn: sqlite3.Connection, path: Path) -> None:
                            f"(truncated: {size} of {pages * page} bytes)")
 
 
-class Store(StoriesMixin):
+class Store(StoriesMixin, MediaMixin):
     def __init__(self, path: Path, *, readonly: bool = False,
                  busy_timeout: float | None = None) -> None:
         self.path = path
@@ -623,6 +633,8 @@ class Store(StoriesMixin):
         known, items = self._settle_keys(c, feed_id, items)
         new_rows = []
         changed_rows = []
+        new_media: list[tuple[str, ParsedItem]] = []
+        changed_media: list[tuple[int, ParsedItem]] = []
         stamp = iso(now)
         for key, item, h in items:
             fields = (
@@ -633,8 +645,10 @@ class Store(StoriesMixin):
             if key not in known:
                 sort_date = iso(item.published or item.updated) or stamp
                 new_rows.append((feed_id, key, *fields, stamp, stamp, sort_date, h))
+                new_media.append((key, item))
             elif known[key][1] != h:
                 changed_rows.append((*fields, stamp, h, known[key][0]))
+                changed_media.append((known[key][0], item))
         if new_rows:
             c.executemany(
                 "INSERT INTO items (feed_id, key, guid, url, title, author, published, updated, "
@@ -650,6 +664,7 @@ class Store(StoriesMixin):
                 "changed_at = ?, content_hash = ? WHERE id = ?",
                 changed_rows,
             )
+        self._save_media(c, feed_id, new_media, changed_media)
         return ItemCounts(new=len(new_rows), changed=len(changed_rows))
 
     @staticmethod
@@ -779,7 +794,7 @@ class Store(StoriesMixin):
             args.append(category)
         sql += "ORDER BY i.sort_date DESC, i.id DESC LIMIT ?"
         args.append(limit)
-        return [_entry(r) for r in self.conn.execute(sql, args)]
+        return self.with_media([_entry(r) for r in self.conn.execute(sql, args)])
 
     def recent_by_category(self, limit: int) -> dict[str, list[Entry]]:
         """The newest ``limit`` items of every category, in one walk of the
@@ -816,7 +831,7 @@ class Store(StoriesMixin):
             marks = ",".join("?" * len(chunk))
             for r in self.conn.execute(_ENTRY_SELECT + f"WHERE i.id IN ({marks})", chunk):
                 rows[r[0]] = _entry(r)
-        return rows
+        return {e.item_id: e for e in self.with_media(list(rows.values()))}
 
     def categories(self) -> list[str]:
         return [r[0] for r in self.conn.execute(
