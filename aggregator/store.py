@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aggregator import decide, storesearch
 from aggregator.errors import StorageError
 from aggregator.storemedia import MediaMixin
+from aggregator.storemetrics import MetricsMixin
 from aggregator.storestories import StoriesMixin
 from aggregator.types import Entry, ParsedFeed, ParsedItem, Subscription, Summary
 
@@ -358,7 +359,7 @@ def _check_whole(conn: sqlite3.Connection, path: Path) -> None:
                            f"(truncated: {size} of {pages * page} bytes)")
 
 
-class Store(StoriesMixin, MediaMixin):
+class Store(StoriesMixin, MediaMixin, MetricsMixin):
     def __init__(self, path: Path, *, readonly: bool = False,
                  busy_timeout: float | None = None) -> None:
         self.path = path
