@@ -118,8 +118,15 @@ class Metrics:
     (``aggregator serve``, which runs no pass)."""
 
     def __init__(self, db: Path | None, *, counting: bool = True) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            disable_created_metrics,
+        )
 
+        disable_created_metrics()  # no *_created series beside each counter: noise to us
         self.registry = CollectorRegistry(auto_describe=True)
         self.counting = counting
         if db is not None:
@@ -197,6 +204,8 @@ class Metrics:
     # --- what /metrics answers --------------------------------------------------------
 
     def render(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import exposition, generate_latest
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        # the text format every Prometheus reads (our names need none of 1.0.0's escaping)
+        ctype = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
+        return generate_latest(self.registry), ctype

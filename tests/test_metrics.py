@@ -95,7 +95,7 @@ def _after_first_pass(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]],
     while True:
         status, ctype, body = _get(url + "metrics")
         assert status == 200, body
-        assert ctype.startswith("text/plain")
+        assert ctype.startswith("text/plain; version=0.0.4")
         got = samples(body.decode())
         if got.get(("aggregator_passes_total", (("result", "ok"),)), 0) >= 1:
             return got
@@ -147,6 +147,7 @@ def test_metrics_match_the_database_after_a_pass(daemon, tmp_path: Path) -> None
     assert m[("aggregator_last_pass_timestamp_seconds", ())] == last_ok
     # a registry of our own: none of the library's default process/platform collectors
     assert not any(name.startswith(("process_", "python_")) for name, _ in m)
+    assert not any(name.endswith("_created") for name, _ in m)
 
 
 def test_metrics_false_is_404(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
