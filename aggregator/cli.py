@@ -874,9 +874,14 @@ def cmd_serve(args: argparse.Namespace, settings: config.Settings) -> int:
         ok = datetime.now(UTC) - last < stalled_after
         return ok, f"last successful update {last.isoformat(timespec='seconds')}"
 
+    metrics = None
+    if settings.metrics:  # the database's figures; no pass runs here to count
+        from aggregator.metrics import Metrics
+
+        metrics = Metrics(settings.db, counting=False).render
     with make_server(settings.output, settings.host, settings.port,
                      health=health if settings.db.exists() else None,
-                     stalled_after=stalled_after) as server:
+                     stalled_after=stalled_after, metrics=metrics) as server:
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
         print(f"aggregator: serving {settings.output} on {server.url}", flush=True)
         try:

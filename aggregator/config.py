@@ -70,6 +70,7 @@ class Settings:
     base_url: str = ""  # public URL of `output`; unset: public_url(host, port)
     max_entries: int = 100
     category_max_entries: int = 30  # per category feed
+    websub_hub: str = ""  # a WebSub hub to name in every feed and ping on change (websub.py)
     # serving
     serve: bool = True
     host: str = "127.0.0.1"
@@ -78,6 +79,7 @@ class Settings:
     # retention (days; 0 keeps forever): items, and their article text and HTML
     keep_days: int = 90
     keep_article_text_days: int = 14
+    metrics: bool = True  # Prometheus metrics at /metrics (metrics.py)
     # logging
     log_level: str = "INFO"
 
@@ -156,6 +158,11 @@ def _check(settings: Settings) -> Settings:
                         f"known: {', '.join(SUMMARIZERS)}")
     if not settings.base_url.startswith(("http://", "https://")):
         problems.append("base_url must be an http(s) URL")
+    if settings.websub_hub:
+        from aggregator.websub import valid_hub
+
+        if not valid_hub(settings.websub_hub.strip()):
+            problems.append("websub_hub must be an http(s) URL")
     try:
         Guard.parse(settings.allow_private)
     except ValueError as e:
@@ -166,6 +173,8 @@ def _check(settings: Settings) -> Settings:
         settings = settings.replace(summarizer=settings.summarizer.strip().lower())
     if not settings.base_url.endswith("/"):
         settings = settings.replace(base_url=settings.base_url + "/")
+    if settings.websub_hub != settings.websub_hub.strip():
+        settings = settings.replace(websub_hub=settings.websub_hub.strip())
     return settings
 
 

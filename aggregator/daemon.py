@@ -68,9 +68,21 @@ SUMMARY_BATCH = 50
 PRUNE_EVERY = 24 * 3600.0  # s between retention passes
 PRUNE_FIRST = 600.0  # s after start: not while the first pass and its backlog run
 # Settings that only take effect on a restart: a reload keeps the running values.
-RESTART_ONLY = ("db", "output", "serve", "host", "port")
+RESTART_ONLY = ("db", "output", "serve", "host", "port", "metrics")
 FETCH_SETTINGS = ("connect_timeout", "timeout", "max_bytes", "max_redirects", "per_host",
                   "user_agent", "workers", "allow_private")
+
+
+def _metrics(settings: Settings, last_ok: datetime | None) -> Any:
+    """The daemon's /metrics registry (metrics.py), or None with ``metrics = false``."""
+    if not (settings.metrics and settings.serve):
+        return None
+    from aggregator.metrics import Metrics
+
+    m = Metrics(settings.db)
+    if last_ok is not None:
+        m.last_success(last_ok.timestamp())
+    return m
 
 
 def poll_tick(settings: Settings, upper: float = TICK) -> float:
@@ -161,6 +173,7 @@ class Daemon:
         # /healthz starts from what the database knows, as `aggregator serve`'s does: a
         # restart does not forget the last successful update.
         self._last_ok = self.store.status()["last_success"]
+        self.metrics = _metrics(settings, self._last_ok)
         self.fetcher = make_fetcher(settings)
         self._retired: list[Fetcher] = []  # replaced on reload, closed at exit
         self.scheduler = BackgroundScheduler(
@@ -217,7 +230,9 @@ class Daemon:
             return nullcontext()
         return self.watchdog.busy(what, self.watchdog.interval)
 
-    def _progress(self, _: object = None) -> None:
+    def _progress(self, outcome: object = None) -> None:
+        if self.metrics is not None and outcome is not None:
+            self.metrics.feed_polled(outcome)
         if self.watchdog:
             self.watchdog.progress("update pass")
 
@@ -237,13 +252,16 @@ class Daemon:
             settings = settings.replace(parse_processes=0)
         with self._busy("update pass"):
             store = None
+            started, outcome = time.monotonic(), "error"
             try:
                 store = Store(settings.db)
                 result = run_pass(settings, store, fetcher, clock=utcnow,
                                   progress=self._progress,
                                   should_stop=self._stop.is_set, tolerate_bad_opml=True)
                 polled = len(result.outcomes)
-                self._passed(polled=polled > 0, all_failed=polled > 0 and result.failed == polled)
+                all_failed = polled > 0 and result.failed == polled
+                outcome = "all_failed" if all_failed else "ok"
+                self._passed(polled=polled > 0, all_failed=all_failed)
                 if result.outcomes:
                     log.info("pass: %d feeds, %d new items, %d changed, %d failed",
                              len(result.outcomes), result.new, result.changed, result.failed)
@@ -259,6 +277,8 @@ class Daemon:
             finally:
                 if store is not None:
                     store.close()
+                if self.metrics is not None:
+                    self.metrics.pass_done(time.monotonic() - started, outcome)
         self._status()
 
     def _passed(self, *, polled: bool, all_failed: bool) -> None:
@@ -295,7 +315,7 @@ class Daemon:
             while not self._stop.is_set():
                 n = summarize_pending(settings, store, fetcher, limit=SUMMARY_BATCH,
                                       should_stop=self._stop.is_set,
-                                      progress=self._summary_progress)
+                                      progress=self._summary_progress, metrics=self.metrics)
                 if n:
                     self._publish(store)
                 if n < SUMMARY_BATCH:
@@ -329,8 +349,11 @@ class Daemon:
         if not self.settings.publish:
             return
         with self._publish_lock:
+            started = time.monotonic()
             try:
                 publish_now(self.settings, store)
+                if self.metrics is not None:
+                    self.metrics.published(time.monotonic() - started)
             except AggregatorError as e:
                 log.error("publish failed: %s", e)
             except OSError as e:
@@ -405,6 +428,7 @@ class Daemon:
         self.server = serve_in_thread(
             self.settings.output, self.settings.host, self.settings.port, health=self.health,
             stalled_after=timedelta(minutes=self.settings.stalled_after),
+            metrics=self.metrics.render if self.metrics is not None else None,
         )
 
     def _schedule(self) -> None:

@@ -62,8 +62,10 @@ def assign_keys(items: tuple[ParsedItem, ...] | list[ParsedItem]) -> list[tuple[
 
 
 def content_hash(item: ParsedItem) -> str:
-    """Changes when anything a reader would see changes."""
-    return _digest(
+    """Changes when anything a reader would see changes. Enclosures count only when
+    there are some, so an item without any keeps the hash it had before they were
+    stored (no summary goes stale for them)."""
+    parts = [
         item.title,
         item.url,
         item.author,
@@ -71,7 +73,10 @@ def content_hash(item: ParsedItem) -> str:
         json.dumps(list(item.categories)),
         item.published.isoformat() if item.published else None,
         item.updated.isoformat() if item.updated else None,
-    )[:32]
+    ]
+    if item.enclosures:
+        parts.append(json.dumps([(e.url, e.type, e.length, e.kind) for e in item.enclosures]))
+    return _digest(*parts)[:32]
 
 
 # --- when to poll next -----------------------------------------------------------

@@ -11,7 +11,7 @@ nothing else; an item of the wrong shape is skipped, not the whole feed.
     item: id (1.0 allows a number: made text), url (else external_url),
           title, content_html (sanitised) or content_text (escaped) or summary,
           date_published, date_modified, authors[].name (1.1) or author.name
-          (1.0), tags, language (1.1)
+          (1.0), tags, language (1.1), attachments and image (media.py)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from aggregator import clean
+from aggregator import clean, media
 from aggregator.errors import ParseError
 from aggregator.types import ParsedFeed, ParsedItem
 
@@ -165,6 +165,7 @@ def _item(raw: dict[str, Any], base: str, now: datetime,
         content_text=clean.to_text(content),
         categories=clean.categories(_text(t) for t in tags) if isinstance(tags, list) else (),
         language=clean.language(_text(raw.get("language"))),
+        enclosures=media.from_json_feed(raw, base),
     )
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import feedparser
 
-from aggregator import clean, jsonfeed
+from aggregator import clean, jsonfeed, media
 from aggregator.clean import plain, sanitize, to_text  # noqa: F401 - their old home
 from aggregator.errors import ParseError
 from aggregator.types import ParsedFeed, ParsedItem
@@ -439,6 +439,7 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime) -> Pars
                 content_text=clean.to_text(content),
                 categories=_categories(entry),
                 language=_entry_language(entry),
+                enclosures=media.from_feedparser(entry, base),
             )
         )
     warnings = []

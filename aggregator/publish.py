@@ -58,11 +58,11 @@ import nh3
 from lxml import etree
 from markupsafe import Markup, escape
 
-from aggregator import __version__
+from aggregator import __version__, media, websub
 from aggregator.config import public_url
 from aggregator.errors import PublishError
 from aggregator.opml import is_private, reveals
-from aggregator.types import Entry, Subscription
+from aggregator.types import Enclosure, Entry, Subscription
 
 if TYPE_CHECKING:
     from aggregator.config import Settings
@@ -279,6 +279,7 @@ class _Item:
     published: datetime
     updated: datetime
     content_html: str
+    enclosures: tuple[Enclosure, ...] = ()  # checked again (media.for_output)
 
 
 def _host(url: str | None) -> str | None:
@@ -331,7 +332,8 @@ def _item(entry: Entry, env: jinja2.Environment) -> _Item:
         updated=updated,
     )
     content = env.get_template("content.html").render(item=fields)
-    return _Item(**fields, content_html=content)  # type: ignore[arg-type]
+    return _Item(**fields, content_html=content,  # type: ignore[arg-type]
+                 enclosures=media.for_output(entry.enclosures, safe_url))
 
 
 @dataclass(frozen=True)
@@ -346,6 +348,7 @@ class _Feed:
     ttl_minutes: int
     updated: datetime
     language: str | None
+    hub: str | None = None  # WebSub hub (websub.py): rel="hub" links in every format
 
     def self_url(self, name: str) -> str:
         return urljoin(self.base, name)
@@ -358,12 +361,13 @@ def _common_language(items: Sequence[_Item]) -> str | None:
 
 
 def _feed(items: Sequence[_Item], title: str, description: str, home: str, base: str,
-          ttl: int, empty_date: datetime) -> _Feed:  # fmt: skip
+          ttl: int, empty_date: datetime, hub: str | None = None) -> _Feed:  # fmt: skip
     # Entries decide the date, not the clock, so unchanged entries give an unchanged file;
     # an empty feed takes the stable date its caller found (see publish()).
     updated = max((i.updated for i in items), default=_utc(empty_date))
     feed_id = f"urn:uuid:{uuid.uuid5(_ID_NAMESPACE, 'feed:' + base)}"
-    return _Feed(title, description, home, base, feed_id, ttl, updated, _common_language(items))
+    return _Feed(title, description, home, base, feed_id, ttl, updated, _common_language(items),
+                 hub)
 
 
 def _source_updated(items: Sequence[_Item]) -> dict[str, datetime]:
@@ -395,6 +399,7 @@ def render_rss(feed: _Feed, items: Sequence[_Item]) -> bytes:
     _sub(ch, "description", feed.description)
     self_link = dict(href=feed.self_url("rss.xml"), rel="self", type="application/rss+xml")
     _sub(ch, f"{{{ATOM_NS}}}link", **self_link)
+    websub.rss_links(ch, feed.hub)
     if feed.language:
         _sub(ch, "language", feed.language)
     _sub(ch, "lastBuildDate", rfc822(feed.updated))
@@ -407,6 +412,8 @@ def render_rss(feed: _Feed, items: Sequence[_Item]) -> bytes:
         if i.url:
             _sub(it, "link", i.url)
         _sub(it, "description", i.content_html)
+        if (chosen := media.rss_choice(i.enclosures)) is not None:  # RSS allows one
+            _sub(it, "enclosure", **media.rss_attributes(chosen))
         if i.author:
             _sub(it, f"{{{DC_NS}}}creator", i.author)
         for c in i.categories:
@@ -415,6 +422,8 @@ def render_rss(feed: _Feed, items: Sequence[_Item]) -> bytes:
         _sub(it, "pubDate", rfc822(i.published))
         if i.source_feed_url or i.source_site_url:  # a private feed: its site stands in
             _sub(it, "source", i.source_name, url=i.source_feed_url or i.source_site_url)
+        if (thumb := media.thumbnail(i.enclosures)) is not None:
+            _sub(it, f"{{{media.MEDIA_NS}}}thumbnail", url=thumb.url)
     return etree.tostring(rss, xml_declaration=True, encoding="utf-8", pretty_print=True)
 
 
@@ -430,6 +439,7 @@ def render_atom(feed: _Feed, items: Sequence[_Item]) -> bytes:
     _sub(root, a + "updated", rfc3339(feed.updated))
     _sub(root, a + "link", rel="self", type="application/atom+xml", href=feed.self_url("atom.xml"))
     _sub(root, a + "link", rel="alternate", type="text/html", href=feed.home_url)
+    websub.atom_links(root, feed.hub)
     author = _sub(root, a + "author")
     _sub(author, a + "name", feed.title)
     _sub(root, a + "generator", GENERATOR, version=__version__)
@@ -442,6 +452,8 @@ def render_atom(feed: _Feed, items: Sequence[_Item]) -> bytes:
         _sub(e, a + "title", i.title, type="text")
         if i.url:
             _sub(e, a + "link", rel="alternate", type="text/html", href=i.url)
+        for enc in media.files(i.enclosures):
+            _sub(e, a + "link", **media.atom_attributes(enc))
         _sub(e, a + "published", rfc3339(i.published))
         _sub(e, a + "updated", rfc3339(i.updated))
         if i.author:
@@ -482,6 +494,8 @@ def render_json_feed(feed: _Feed, items: Sequence[_Item]) -> bytes:
             "authors": [{"name": i.author}] if i.author else None,
             "tags": list(i.categories),
             "language": i.language,
+            "image": thumb.url if (thumb := media.thumbnail(i.enclosures)) else None,
+            "attachments": media.json_attachments(i.enclosures),
             "_source": {k: v for k, v in source.items() if v},
         }
         out_items.append({k: v for k, v in item.items() if v})  # leave out what is unknown
@@ -493,6 +507,8 @@ def render_json_feed(feed: _Feed, items: Sequence[_Item]) -> bytes:
         "description": feed.description,
         "authors": [{"name": feed.title}],
     }
+    if feed.hub:
+        doc["hubs"] = websub.json_hubs(feed.hub)
     if feed.language:
         doc["language"] = feed.language
     doc["items"] = out_items
@@ -822,6 +838,7 @@ def publish(
     counts: Mapping[str, FeedCounts] | None = None,
     now: datetime | None = None,
     stories: Mapping[int, Sequence[Entry]] | None = None,
+    hub: str | None = None,
 ) -> list[Path]:
     """Write every output file into ``out_dir``; return the files that changed.
 
@@ -840,6 +857,7 @@ def publish(
     ``stories``: story id -> all its items (``Store.story_entries``); each story on a page
     that is found there gets ``story/<id>.html``, and the pages list it once. Without it,
     no story page is written (and none is removed).
+    ``hub``: a WebSub hub every feed names (websub.py); pinging it is the caller's.
     """
     base = safe_url(base_url) or "http://127.0.0.1:8080/"
     if not base.endswith("/"):
@@ -918,7 +936,8 @@ def publish(
         latest = [i for i in page_main if i.story in shown and i.story != sid][:LATEST_STORIES]
         files[out_dir / STORY_DIR / f"{sid}.html"] = render_story_page(
             item, others, latest, site_title=title, sources=sources[sid])
-    feed = _feed(main, title, description, base, base, ttl_minutes, fallback)
+    hub = safe_url(hub) if hub else None
+    feed = _feed(main, title, description, base, base, ttl_minutes, fallback, hub)
     files[out_dir / "rss.xml"] = render_rss(feed, main)
     files[out_dir / "atom.xml"] = render_atom(feed, main)
     files[out_dir / "feed.json"] = render_json_feed(feed, main)
@@ -931,7 +950,7 @@ def publish(
         cat_base = urljoin(base, f"category/{slug}/")
         cat_title = f"{title}: {name}"
         cat_feed = _feed(items, cat_title, f"{description} ({name})", base, cat_base,
-                         ttl_minutes, stable_date(inside))  # fmt: skip
+                         ttl_minutes, stable_date(inside), hub)  # fmt: skip
         d = out_dir / "category" / slug
         files[d / "rss.xml"] = render_rss(cat_feed, items)
         files[d / "atom.xml"] = render_atom(cat_feed, items)
@@ -969,12 +988,13 @@ def publish_from_store(settings: Settings, store: Store) -> list[Path]:
     story_ids = {e.story_id for es in (entries, *categories.values()) for e in es}
     story_ids.discard(None)
     stories = store.story_entries(sorted(story_ids))  # type: ignore[arg-type]
-    return publish(
+    base_url = settings.base_url or public_url(settings.host, settings.port)
+    changed = publish(
         entries,
         settings.output,
         subscriptions=store.subscriptions(),
         category_entries=categories,
-        base_url=settings.base_url or public_url(settings.host, settings.port),
+        base_url=base_url,
         title=settings.title,
         ttl_minutes=int(settings.interval),
         max_entries=settings.max_entries,
@@ -982,4 +1002,8 @@ def publish_from_store(settings: Settings, store: Store) -> list[Path]:
         dates=dates,
         counts=counts,
         stories=stories,
+        hub=settings.websub_hub or None,
     )
+    websub.announce(settings.websub_hub or None, changed, settings.output,
+                    safe_url(base_url) or base_url, settings.user_agent)
+    return changed

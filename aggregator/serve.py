@@ -14,6 +14,7 @@ added here:
 - limits: request line 8 KiB, headers 16 KiB / 64 lines, one deadline for the
   whole request head (slowloris), a cap on open connections, a write timeout;
 - ``/healthz`` for monitors, JSON, 503 when updates have stalled;
+- ``/metrics`` for Prometheus when a metrics source is given (metrics.py), else 404;
 - one DEBUG line per request on ``aggregator.serve``; nothing on stderr.
 """
 
@@ -64,6 +65,7 @@ from aggregator.httprules import (  # noqa: F401 - re-exported for callers
 log = logging.getLogger("aggregator.serve")
 
 HealthCheck = Callable[[], tuple[bool, str]]
+MetricsSource = Callable[[], tuple[bytes, str]]  # (body, content type)
 
 # --- file bodies, hashed once per version ------------------------------------
 
@@ -163,6 +165,7 @@ class StaticServer(ThreadingHTTPServer):
         out_dir: Path,
         *,
         health: HealthCheck | None,
+        metrics: MetricsSource | None = None,
         max_age: int,
         stalled_after: timedelta,
         timeout: float,
@@ -171,6 +174,7 @@ class StaticServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.out_dir = Path(out_dir)
         self.health = health
+        self.metrics = metrics
         self.max_age = max_age
         self.stalled_after = stalled_after
         self.timeout_s = timeout
@@ -453,6 +457,9 @@ class _Handler(BaseHTTPRequestHandler):
         if segments == ["healthz"] and not trailing:
             self._health()
             return
+        if segments == ["metrics"] and not trailing:
+            self._metrics()
+            return
         found = resolve(self.server.out_dir, segments, trailing)
         if found is None:
             self._error(HTTPStatus.NOT_FOUND)
@@ -485,6 +492,19 @@ class _Handler(BaseHTTPRequestHandler):
         body = (json.dumps(doc) + "\n").encode()
         status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
         self._simple(status, body, "application/json; charset=utf-8")
+
+    def _metrics(self) -> None:
+        source = self.server.metrics
+        if source is None:  # metrics = false: no such page (not even a file of that name)
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        try:
+            body, ctype = source()
+        except Exception:
+            log.exception("metrics failed")
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR)
+            return
+        self._simple(HTTPStatus.OK, body, ctype)
 
     def _file(self, path: str) -> None:
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -554,6 +574,7 @@ def make_server(
     port: int = 8080,
     *,
     health: HealthCheck | None = None,
+    metrics: MetricsSource | None = None,
     max_age: int = 60,
     stalled_after: timedelta = timedelta(hours=3),
     timeout: float = 10.0,
@@ -563,7 +584,8 @@ def make_server(
 
     ``health`` returns (healthy, one-line detail naming the last successful
     update); without it /healthz looks at the output directory's files (see
-    output_dir_health). ``timeout`` bounds the request head and each write.
+    output_dir_health). ``metrics`` answers /metrics (Prometheus text and its
+    content type); without it /metrics is 404. ``timeout`` bounds the request head and each write.
     Call serve_forever(); stop with shutdown() from another thread, then
     server_close(). port=0 picks a free port (see server_address / url).
     """
@@ -572,6 +594,7 @@ def make_server(
             (host, port),
             out_dir,
             health=health,
+            metrics=metrics,
             max_age=max_age,
             stalled_after=stalled_after,
             timeout=timeout,

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from aggregator import decide, storeretention, storesearch
 from aggregator.errors import StorageError
 from aggregator.storeretention import RetentionMixin
+from aggregator.storemedia import MediaMixin
+from aggregator.storemetrics import MetricsMixin
 from aggregator.storestories import StoriesMixin
 from aggregator.types import Entry, ParsedFeed, ParsedItem, Subscription, Summary
 
@@ -226,6 +228,15 @@ def m007_retention(db: sqlite_utils.Database) -> None:
     storeretention.migrate(db.conn)
 
 
+@migration
+def m008_media(db: sqlite_utils.Database) -> None:
+    """Enclosures, media:content and media:thumbnail of each item: the
+    ``enclosures`` table (see storemedia.py)."""
+    from aggregator import storemedia
+
+    storemedia.create(db.conn)
+
+
 def iso(when: datetime | None) -> str | None:
     if when is None:
         return None
@@ -356,7 +367,7 @@ def _check_whole(conn: sqlite3.Connection, path: Path) -> None:
                            f"(truncated: {size} of {pages * page} bytes)")
 
 
-class Store(StoriesMixin, RetentionMixin):
+class Store(StoriesMixin, RetentionMixin, MediaMixin, MetricsMixin):
     def __init__(self, path: Path, *, readonly: bool = False,
                  busy_timeout: float | None = None) -> None:
         self.path = path
@@ -634,6 +645,8 @@ class Store(StoriesMixin, RetentionMixin):
         known, items = self._settle_keys(c, feed_id, items)
         new_rows = []
         changed_rows = []
+        new_media: list[tuple[str, ParsedItem]] = []
+        changed_media: list[tuple[int, ParsedItem]] = []
         stamp = iso(now)
         for key, item, h in items:
             fields = (
@@ -644,8 +657,10 @@ class Store(StoriesMixin, RetentionMixin):
             if key not in known:
                 sort_date = iso(item.published or item.updated) or stamp
                 new_rows.append((feed_id, key, *fields, stamp, stamp, sort_date, h))
+                new_media.append((key, item))
             elif known[key][1] != h:
                 changed_rows.append((*fields, stamp, h, known[key][0]))
+                changed_media.append((known[key][0], item))
         if new_rows:
             c.executemany(
                 "INSERT INTO items (feed_id, key, guid, url, title, author, published, updated, "
@@ -662,6 +677,7 @@ class Store(StoriesMixin, RetentionMixin):
                 changed_rows,
             )
         self._remember_document(c, feed_id, [key for key, _, _ in items])
+        self._save_media(c, feed_id, new_media, changed_media)
         return ItemCounts(new=len(new_rows), changed=len(changed_rows))
 
     @staticmethod
@@ -791,7 +807,7 @@ class Store(StoriesMixin, RetentionMixin):
             args.append(category)
         sql += "ORDER BY i.sort_date DESC, i.id DESC LIMIT ?"
         args.append(limit)
-        return [_entry(r) for r in self.conn.execute(sql, args)]
+        return self.with_media([_entry(r) for r in self.conn.execute(sql, args)])
 
     def recent_by_category(self, limit: int) -> dict[str, list[Entry]]:
         """The newest ``limit`` items of every category, in one walk of the
@@ -828,7 +844,7 @@ class Store(StoriesMixin, RetentionMixin):
             marks = ",".join("?" * len(chunk))
             for r in self.conn.execute(_ENTRY_SELECT + f"WHERE i.id IN ({marks})", chunk):
                 rows[r[0]] = _entry(r)
-        return rows
+        return {e.item_id: e for e in self.with_media(list(rows.values()))}
 
     def categories(self) -> list[str]:
         return [r[0] for r in self.conn.execute(

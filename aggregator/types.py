@@ -34,6 +34,19 @@ class FetchResult:
 
 
 @dataclass(frozen=True)
+class Enclosure:
+    """A media file an item carries (podcast audio, an image): checked by media.py.
+
+    ``kind``: ``enclosure`` (RSS <enclosure>, Atom link rel="enclosure", JSON Feed
+    attachment), ``content`` (media:content) or ``thumbnail`` (media:thumbnail)."""
+
+    url: str  # http(s) only
+    type: str | None = None  # a MIME type, lower-case; None when not said
+    length: int | None = None  # bytes; None when not said or not believable
+    kind: str = "enclosure"
+
+
+@dataclass(frozen=True)
 class ParsedItem:
     guid: str | None
     url: str | None
@@ -45,6 +58,7 @@ class ParsedItem:
     content_text: str | None  # plain text of content
     categories: tuple[str, ...] = ()
     language: str | None = None
+    enclosures: tuple[Enclosure, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,3 +105,4 @@ class Entry:
     feed_origin: str | None = None  # the feed's first URL: ids stay put when it moves
     feed_private: bool = False  # marked private in feeds.opml: its URL is never published
     story_id: int | None = None  # stories.id once clustered (see aggregator/stories.py)
+    enclosures: tuple[Enclosure, ...] = ()  # the enclosures table (storemedia.py)

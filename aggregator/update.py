@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aggregator import decide, opml, workers
 from aggregator.config import Settings
@@ -52,6 +52,9 @@ from aggregator.guard import Guard, trusted_origin
 from aggregator.logs import log_feed_result
 from aggregator.store import FeedRow, PendingItem, Store
 from aggregator.types import FetchResult, ParsedFeed, Summary
+
+if TYPE_CHECKING:
+    from aggregator.metrics import Metrics
 
 log = logging.getLogger("aggregator.update")
 fetch_log = logging.getLogger("aggregator.fetch")  # one DEBUG line per fetch (`-v`)
@@ -73,6 +76,7 @@ class FeedOutcome:
     changed: int = 0
     error: str | None = None
     moved_to: str | None = None
+    seconds: float | None = None  # fetching (and parsing) it took
 
 
 @dataclass
@@ -159,10 +163,18 @@ class _Fetched:
     parsed: ParsedFeed | None = None
     body_hash: str | None = None
     error: AggregatorError | None = None
+    seconds: float | None = None
 
 
 def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime,
                      pool: Executor | None = None) -> _Fetched:
+    start = time.monotonic()
+    fetched = _fetch_and_parse_timed(fetcher, feed, now, pool)
+    return replace(fetched, seconds=time.monotonic() - start)
+
+
+def _fetch_and_parse_timed(fetcher: Fetcher, feed: FeedRow, now: datetime,
+                           pool: Executor | None) -> _Fetched:
     try:
         result = _get(fetcher, feed.url, etag=feed.etag, last_modified=feed.last_modified,
                       trusted=trusted_origin(feed.url))
@@ -377,7 +389,7 @@ def _record_safely(store: Store, fetched: _Fetched, pol: decide.PollPolicy, now:
             return FeedOutcome(feed.url, feed.name, "error", error=str(error))
     if outcome.result != "not modified":  # a 304 is written later, in a batch
         trouble.ok()
-    return outcome
+    return replace(outcome, seconds=fetched.seconds)
 
 
 def _not_stored(feed: FeedRow, e: StorageError, trouble: _StorageTrouble) -> FeedOutcome:
@@ -637,6 +649,7 @@ def summarize_pending(
     should_stop: Callable[[], bool] = lambda: False,
     progress: Callable[[], None] = lambda: None,
     counts: Callable[[SummaryProgress], None] | None = None,
+    metrics: Metrics | None = None,
 ) -> int:
     """Work off the backlog of items without an up-to-date summary, and the
     failed article fetches due again; returns how many summaries were written.
@@ -646,7 +659,8 @@ def summarize_pending(
     after each article fetched and each item done (the daemon's watchdog listens);
     ``counts``, when given, hears a SummaryProgress at the start and after each
     article and each summary (``update``'s progress line; counting the backlog
-    first costs one read of it)."""
+    first costs one read of it). ``metrics`` hears each article's result and each
+    summary's time (the daemon's /metrics)."""
     done = 0
     fetched_pages = 0
     totals = summary_backlog(settings, store, clock()) if counts else (0, 0)
@@ -676,6 +690,8 @@ def summarize_pending(
         ):
             articles[item_id] = fetched
             fetched_pages += 1
+            if metrics is not None:
+                metrics.article(fetched.status)
             progress()
             tell()
         for item in pending:
@@ -686,6 +702,7 @@ def summarize_pending(
             if item.id in written and item.id not in articles:
                 skip.add(item.id)  # written once already and still pending: not again now
                 continue
+            started = time.monotonic()
             try:
                 wrote = _summarize_item(store, item, articles.get(item.id), clock(),
                                         settings.summarizer)
@@ -704,6 +721,8 @@ def summarize_pending(
             if wrote:
                 done += 1
                 written.add(item.id)
+                if metrics is not None:
+                    metrics.summarized(time.monotonic() - started)
                 tell()
             elif item.id not in articles:
                 skip.add(item.id)  # nothing to do after all (e.g. changed meanwhile)

@@ -169,7 +169,7 @@ def test_every_column_of_the_schema_is_described(tmp_path):
     meta = browse.metadata(tmp_path / "aggregator.db")
     tables = meta["databases"]["aggregator"]["tables"]
     with Store(tmp_path / "aggregator.db") as store:
-        for table in ("feeds", "items", "stories"):
+        for table in ("feeds", "items", "stories", "enclosures"):
             columns = {r[1] for r in store.conn.execute(f"PRAGMA table_info({table})")}
             described = set(tables[table]["columns"])
             assert columns == described, (table, columns ^ described)
