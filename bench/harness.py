@@ -50,6 +50,7 @@ class Run:
     peak_mb: float = 0.0  # sum of PSS over the tree, sampled every 20 ms
     rss_sum_mb: float = 0.0
     processes: int = 1
+    commands: tuple[str, ...] = ()  # the processes below the command, by their arguments
 
 
 def run_process(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
@@ -80,7 +81,7 @@ def run_process(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
     peak = r["peak_pss_mb"] or r["max_rss_mb"]  # a process too short to sample: its RSS
     return Run(r["wall"], r["cpu"], r["max_rss_mb"], r["returncode"], stdout, stderr,
                cpu_main=r["cpu_main"], peak_mb=peak, rss_sum_mb=r["peak_rss_sum_mb"],
-               processes=r["processes"])
+               processes=r["processes"], commands=tuple(r.get("commands", ())))
 
 
 def check(run: Run, what: str) -> Run:

@@ -18,7 +18,8 @@ The report (JSON) holds: ``wall`` (from start to the command's own exit, the
 time a user waits), ``cpu`` (user + system of every process in the tree),
 ``cpu_main`` (the command's process alone, as wait4 gave it before),
 ``peak_pss_mb`` / ``peak_rss_sum_mb`` (tree sums, sampled), ``max_rss_mb``
-(the largest process), ``processes`` (how many were seen), ``linger`` (how
+(the largest process), ``processes`` (how many were seen) and ``commands``
+(the first arguments of each one below the command), ``linger`` (how
 long descendants outlived the command), ``returncode``. The wrapper's own
 start-up and sampling are outside every figure. stdin, stdout and stderr are
 the command's.
@@ -84,6 +85,16 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return pss, rss
 
 
+def _name(pid: int) -> str:
+    """A short name for a process: its first arguments."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return "?"
+    return " ".join(a.decode(errors="replace") for a in args[:4])[:120]
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
         print(__doc__, file=sys.stderr)
@@ -91,13 +102,15 @@ def main(argv: list[str]) -> int:
     report, cmd = Path(argv[0]), argv[2:]
     reaper = _subreaper()
     me = os.getpid()
-    seen: set[int] = set()
+    seen: dict[int, str] = {}
     peak_pss = peak_rss = 0
 
     def sample() -> None:
         nonlocal peak_pss, peak_rss
         pids = descendants(me)
-        seen.update(pids)
+        for pid in pids:
+            if pid not in seen:
+                seen[pid] = _name(pid)
         pss = rss = 0
         for pid in pids:
             a, b = memory_kb(pid)
@@ -145,7 +158,8 @@ def main(argv: list[str]) -> int:
         "max_rss_mb": tree.ru_maxrss / 1024,
         "peak_pss_mb": peak_pss / 1024,
         "peak_rss_sum_mb": peak_rss / 1024,
-        "processes": len(seen | {proc.pid}),
+        "processes": len(set(seen) | {proc.pid}),
+        "commands": sorted({v for k, v in seen.items() if k != proc.pid}),
         "linger": linger,
         "subreaper": reaper,
         "returncode": proc.returncode,
