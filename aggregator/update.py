@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import random
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -186,6 +185,8 @@ def _fetch_and_parse_timed(fetcher: Fetcher, feed: FeedRow, now: datetime,
         from aggregator.parse import parse  # not imported by a poll that gets only 304s
 
         if pool is not None:  # this thread waits without the GIL; another core parses
+            from concurrent.futures.process import BrokenProcessPool
+
             try:
                 parsed = pool.submit(parse, result.body, result.headers, result.final_url,
                                      now).result()
@@ -271,14 +272,45 @@ def _parse_pool(due: int, processes: int) -> Iterator[Executor | None]:
     if due < PARSE_POOL_MIN_FEEDS or cpus < 2 or processes < 1:
         yield None
         return
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["aggregator.parse"])
-    pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx,
-                               initializer=workers.exit_with_parent, initargs=(os.getpid(),))
+    pool = _LazyPool(processes)
     try:
         yield pool
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _LazyPool(Executor):
+    """The parse pool, started by the first feed that has a body to parse: a
+    pass whose every feed answers 304 (or the same bytes) starts no process
+    (not even multiprocessing's resource tracker) and imports none of it."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._pool: Executor | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            if self._closed:  # as ProcessPoolExecutor says it
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._pool is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                ctx = multiprocessing.get_context("forkserver")
+                ctx.set_forkserver_preload(["aggregator.parse"])
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.processes, mp_context=ctx,
+                    initializer=workers.exit_with_parent, initargs=(os.getpid(),))
+            pool = self._pool
+        return pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            pool, self._pool, self._closed = self._pool, None, True
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 def run_pass(

@@ -1,15 +1,25 @@
-"""The aggregator against lemon24/reader and against the floor (httpx +
-feedparser, no storage) on the same farm feeds, each run as a whole process:
+"""The aggregator against lemon24/reader, a minimal script and the floor on
+the same farm feeds, each run as a whole process tree (bench/tree.py: CPU and
+peak memory of every child process, the parse pool's forkserver included):
 
     cold         fresh database, every feed fetched and stored
     warm         every feed unchanged: one conditional request each, all 304
     incremental  one new item in every feed
 
-The three contestants take turns inside every repeat (the order flips from
-one repeat to the next), so a noisy neighbour on the machine hits them alike.
-The aggregator runs ``update --all --no-articles --no-summaries --no-publish``
-with ``workers = per_host = N`` (every farm feed is on one host, and reader
-has no per-host limit); reader runs ``update_feeds(workers=N)``.
+The contestants (bench/drivers.py):
+
+    aggregator   ``update --all --no-articles --no-summaries --no-publish``, with
+                 ``workers`` and ``per_host`` as the run's setting says; its
+                 stories stage runs, as it does for a user (a cold run with
+                 ``--no-stories`` as well, to show what that stage costs)
+    reader       lemon24/reader, ``update_feeds(workers=N)`` (no per-host limit)
+    minimal      a minimal script: httpx + feedparser on N threads, no storage
+    floor        http.client on N threads reading every body, nothing else:
+                 process start-up plus asking plus reading the bytes
+
+They take turns inside every repeat (the order flips from one repeat to the
+next), so a noisy neighbour on the machine hits them alike. The farm's own
+CPU time is read before and after every run: the cost of serving it.
 
 ``pipeline`` is the whole of ``aggregator update --all`` from a fresh
 database: feeds, article pages, extraction, summaries, publishing.
@@ -39,13 +49,16 @@ from bench.harness import (
     write_urls,
 )
 
-TOOLS = ("aggregator", "reader", "floor")
+TOOLS = ("aggregator", "reader", "minimal", "floor")
+DRIVER = {"reader": "reader", "minimal": "minimal", "floor": "download"}
 PHASES = ("startup", "cold", "warm", "incremental")
-# what each contestant imports before its first request
+# what each contestant imports before its first request ("python": nothing)
 STARTUP = {
     "aggregator": "import aggregator.cli, aggregator.update",
     "reader": "import reader, reader._parser.feedparser, requests",
-    "floor": "import httpx, httpcore, feedparser",
+    "minimal": "import httpx, httpcore, feedparser",
+    "floor": "import argparse, concurrent.futures, http.client, json",
+    "python": "pass",
 }
 
 
@@ -54,13 +67,17 @@ class Sample:
     tool: str
     phase: str
     run: Run
-    entries: int  # aggregator/reader: stored in total; floor: parsed in this run
-    traffic: dict[str, float]
+    entries: int  # aggregator/reader: stored in total; minimal: parsed; floor: 0
+    traffic: dict[str, float]  # what the farm saw, and its CPU serving it ("farm_cpu")
     inner: float | None = None  # the driver's own time after imports
 
     def as_dict(self) -> dict[str, Any]:
         return {"wall": round(self.run.wall, 4), "cpu": round(self.run.cpu, 4),
-                "max_rss_mb": round(self.run.max_rss_mb, 1), "entries": self.entries,
+                "cpu_main": round(self.run.cpu_main, 4),
+                "peak_mb": round(self.run.peak_mb, 1),
+                "rss_sum_mb": round(self.run.rss_sum_mb, 1),
+                "max_rss_mb": round(self.run.max_rss_mb, 1),
+                "processes": self.run.processes, "entries": self.entries,
                 "inner": None if self.inner is None else round(self.inner, 4),
                 **self.traffic}
 
@@ -74,12 +91,40 @@ def count_items(db: Path) -> tuple[int, int]:
     return int(row[0]), int(row[1] or 0)
 
 
+@dataclass(frozen=True)
+class Setting:
+    """How a run is set up: the aggregator's ``workers`` and ``per_host``
+    (reader, the minimal script and the floor take ``workers`` only: none has a
+    per-host limit), and over how many loopback hosts the farm spreads its feeds."""
+
+    name: str
+    workers: int
+    per_host: int
+    hosts: int
+
+    @property
+    def label(self) -> str:
+        return (f"{self.workers} workers, {self.per_host} per host, "
+                f"{self.hosts} host{'s' if self.hosts > 1 else ''}")
+
+
+def settings(workers: int, hosts: int) -> dict[str, Setting]:
+    """The two settings every run is reported with: at reader's concurrency
+    (``per_host = workers``, the farm on one host) and with the shipped
+    defaults (``per_host`` 2) on a farm spread over many hosts, as real
+    subscriptions are."""
+    return {"equal": Setting("equal", workers, workers, 1),
+            "defaults": Setting("defaults", workers, 2, hosts)}
+
+
 @dataclass
 class Ingest:
     farm: FarmProcess
     work: Path
     workers: int = 8
+    per_host: int | None = None  # None: the same as workers
     samples: list[Sample] = field(default_factory=list)
+    no_stories: bool = True  # also a cold aggregator run without the stories stage
 
     def __post_init__(self) -> None:
         fresh_dir(self.work)
@@ -87,27 +132,33 @@ class Ingest:
         self.opml = write_opml(self.work / "feeds.opml", urls)
         self.url_file = write_urls(self.work / "urls.txt", urls)
         self.path = {"aggregator": self.work / "aggregator.db",
-                     "reader": self.work / "reader.db", "floor": self.work / "floor.json"}
-        self.env = bench_env(workers=self.workers, per_host=self.workers)
+                     "aggregator-nostories": self.work / "nostories.db",
+                     "reader": self.work / "reader.db", "minimal": self.work / "minimal.json",
+                     "floor": self.work / "floor.json"}
+        per_host = self.workers if self.per_host is None else self.per_host
+        self.env = bench_env(workers=self.workers, per_host=per_host)
 
     def reset(self, tool: str) -> None:
         remove_db(self.path[tool])
 
     def run(self, tool: str, phase: str) -> Sample:
-        before = self.farm.stats()
+        before, farm_cpu = self.farm.stats(), self.farm.cpu()
         inner = None
-        if tool == "aggregator":
+        if tool.startswith("aggregator"):
             run = check(_run_aggregator(self.path[tool], self.opml, self.work / "out",
-                                        self.env), "aggregator update")
+                                        self.env, stories=tool == "aggregator"),
+                        "aggregator update")
             entries = count_items(self.path[tool])[0]
         else:
             run = check(run_process(
-                [PYTHON, "-m", "bench.drivers", tool, str(self.url_file), str(self.path[tool]),
-                 "--workers", str(self.workers)], env=self.env, cwd=self.work), tool)
+                [PYTHON, "-m", "bench.drivers", DRIVER[tool], str(self.url_file),
+                 str(self.path[tool]), "--workers", str(self.workers)],
+                env=self.env, cwd=self.work), tool)
             out = json.loads(run.stdout.strip().splitlines()[-1])
             entries, inner = int(out["entries"]), float(out["inner"])
-        sample = Sample(tool, phase, run, entries, feed_requests(before, self.farm.stats()),
-                        inner)
+        farm_cpu = self.farm.cpu() - farm_cpu
+        traffic = {**feed_requests(before, self.farm.stats()), "farm_cpu": round(farm_cpu, 3)}
+        sample = Sample(tool, phase, run, entries, traffic, inner)
         self.samples.append(sample)
         return sample
 
@@ -125,9 +176,10 @@ class Ingest:
         n_feeds, n_items = self.farm.feeds, self.farm.items
         stored: dict[str, int] = {}
         if "startup" in phases:
-            for tool in order:
+            for tool in (*order, "python"):
                 self.startup(tool)
-        for tool in order:
+        cold = (*order, "aggregator-nostories") if self.no_stories else order
+        for tool in cold:
             self.reset(tool)
             s = self.run(tool, "cold")
             _expect(s, n_feeds * n_items)
@@ -135,7 +187,7 @@ class Ingest:
             progress(f"cold {tool} {s.run.wall:.2f} s")
         for tool in order:
             s = self.run(tool, "warm")
-            _expect(s, (0 if validators else n_feeds * n_items) if tool == "floor"
+            _expect(s, (0 if validators else n_feeds * n_items) if tool == "minimal"
                     else stored[tool])
             progress(f"warm {tool} {s.run.wall:.2f} s")
         if "incremental" not in phases:
@@ -143,7 +195,7 @@ class Ingest:
         self.farm.add_item()
         for tool in order:
             s = self.run(tool, "incremental")
-            _expect(s, n_feeds * n_items if tool == "floor" else stored[tool] + n_feeds)
+            _expect(s, n_feeds * n_items if tool == "minimal" else stored[tool] + n_feeds)
             progress(f"incremental {tool} {s.run.wall:.2f} s")
 
     def of(self, tool: str, phase: str) -> list[Sample]:
@@ -151,16 +203,23 @@ class Ingest:
 
 
 def _expect(sample: Sample, entries: int) -> None:
-    """A run that didn't do the work measures nothing: stop the bench."""
+    """A run that didn't do the work measures nothing: stop the bench. (The
+    floor parses nothing: every feed asked once is its work.)"""
+    if sample.tool == "floor":
+        if sample.traffic["feeds"] != sample.traffic["requests"] or not sample.traffic["feeds"]:
+            raise RuntimeError(f"floor {sample.phase}: {sample.traffic}")
+        return
     if sample.entries != entries:
         raise RuntimeError(f"{sample.tool} {sample.phase}: expected {entries} entries, "
                            f"got {sample.entries}\n{sample.run.stderr[-2000:]}")
 
 
 def _run_aggregator(db: Path, opml: Path, out: Path, env: dict[str, str], *,
-                    full: bool = False) -> Run:
+                    full: bool = False, stories: bool = True) -> Run:
     args = ["update", "--all"] if full else \
         ["update", "--all", "--no-articles", "--no-summaries", "--no-publish"]
+    if not stories:
+        args.append("--no-stories")
     return run_process(aggregator_cmd(db, opml, out, *args), env=env, cwd=db.parent)
 
 
@@ -180,18 +239,20 @@ class PipelineRun:
 
     def as_dict(self) -> dict[str, Any]:
         return {"wall": round(self.run.wall, 3), "cpu": round(self.run.cpu, 3),
+                "cpu_main": round(self.run.cpu_main, 3), "peak_mb": round(self.run.peak_mb, 1),
                 "max_rss_mb": round(self.run.max_rss_mb, 1), "items": self.items,
                 "summarised": self.summarised, "items_per_s": round(self.items_per_s, 1),
                 **self.traffic}
 
 
 def pipeline(farm: FarmProcess, work: Path, feeds: int, repeats: int, workers: int = 8,
-             progress: Callable[[str], None] = lambda _: None) -> list[PipelineRun]:
+             progress: Callable[[str], None] = lambda _: None, *,
+             per_host: int | None = None) -> list[PipelineRun]:
     """``aggregator update --all`` (articles, summaries, publishing on) from a
     fresh database on the first ``feeds`` farm feeds."""
     fresh_dir(work)
     opml = write_opml(work / "feeds.opml", farm.urls(feeds))
-    env = bench_env(workers=workers, per_host=workers)
+    env = bench_env(workers=workers, per_host=workers if per_host is None else per_host)
     db = work / "pipeline.db"
     runs = []
     for _ in range(repeats):

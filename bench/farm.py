@@ -9,17 +9,25 @@ Last-Modified with 304 answers, optional latency, request counting, and
 (a real feed's sliding window), so a cold fetch sees the same size every time.
 ``GET /_control/stats`` returns the request counters as JSON (not counted).
 
-Run it alone:  python -m bench.farm --feeds 200 --items 30 --port 8800
+``hosts`` spreads the feeds over that many loopback addresses (127.0.0.2,
+127.0.0.3, ...: feed i on the (i mod hosts)-th), one listening socket each on
+the same port, as real subscriptions are spread over many sites; the control
+endpoints and ``/farm.opml`` answer on 127.0.0.1 as well. With one host (the
+default) everything is on 127.0.0.1.
+
+Run it alone:  python -m bench.farm --feeds 200 --items 30 --port 8800 [--hosts 100]
 (``--port 0`` picks a free port; the first line printed names the base URL.)
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import html
 import json
 import random
+import selectors
 import threading
 import time
 from collections import Counter
@@ -75,6 +83,20 @@ def load_articles(limit: int, seed: int = 1) -> list[tuple[str, list[str]]]:
     return out
 
 
+MAX_HOSTS = 250  # 127.0.0.2 .. 127.0.0.251
+
+
+def host_of(index: int, hosts: int) -> str:
+    """The loopback address feed ``index`` is served on, among ``hosts``."""
+    if hosts <= 1:
+        return "127.0.0.1"
+    return f"127.0.0.{2 + index % min(hosts, MAX_HOSTS)}"
+
+
+def feed_url(port: int, index: int, hosts: int = 1) -> str:
+    return f"http://{host_of(index, hosts)}:{port}/feed/{index}.xml"
+
+
 @dataclass
 class _Feed:
     index: int
@@ -94,8 +116,11 @@ class _Server(ThreadingHTTPServer):
 
 class Farm:
     def __init__(self, feeds: int = 200, items: int = 30, *, latency: float = 0.0,
-                 validators: bool = True, seed: int = 1, window: int | None = None) -> None:
+                 validators: bool = True, seed: int = 1, window: int | None = None,
+                 hosts: int = 1) -> None:
         self.n_feeds, self.n_items, self.latency = feeds, items, latency
+        self.hosts = max(1, min(hosts, MAX_HOSTS))
+        self.port = 0
         self.validators = validators
         self.window = window
         self.articles = load_articles(min(feeds * items + 50, 2225), seed)
@@ -107,6 +132,9 @@ class Farm:
         self.conditional: Counter[str] = Counter()
         self.user_agents: Counter[str] = Counter()
         self.server: ThreadingHTTPServer | None = None
+        self.servers: list[ThreadingHTTPServer] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.base = ""
         for feed in self.feeds:
             for _ in range(items):
@@ -120,8 +148,15 @@ class Farm:
         if self.window is not None:
             del feed.items[self.window:]
 
+    def feed_base(self, index: int) -> str:
+        host = host_of(index, self.hosts)
+        return f"http://{host}:{self.port}" if self.port else f"http://{host}"
+
+    def urls(self) -> list[str]:
+        return [feed_url(self.port, i, self.hosts) for i in range(len(self.feeds))]
+
     def _render(self, feed: _Feed) -> None:
-        base = self.base or "http://127.0.0.1"
+        base = self.feed_base(feed.index)
         out = ['<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>',
                f"<title>Farm feed {feed.index}</title><link>{base}/</link>",
                "<description>A feed of the local farm</description><language>en-gb</language>"]
@@ -174,8 +209,8 @@ class Farm:
     def opml(self) -> str:
         lines = ['<?xml version="1.0" encoding="UTF-8"?>', '<opml version="2.0"><head>'
                  "<title>farm</title></head><body>"]
-        for i in range(len(self.feeds)):
-            lines.append(f'<outline text="Farm {i}" xmlUrl="{self.base}/feed/{i}.xml"/>')
+        for i, url in enumerate(self.urls()):
+            lines.append(f'<outline text="Farm {i}" xmlUrl="{url}"/>')
         lines.append("</body></opml>")
         return "\n".join(lines)
 
@@ -252,18 +287,37 @@ class Farm:
                 if self.command != "HEAD" and status != 304:
                     self.wfile.write(body)
 
-        self.server = _Server(("127.0.0.1", port), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        addresses = ["127.0.0.1"] + sorted({host_of(i, self.hosts) for i in range(self.n_feeds)}
+                                           - {"127.0.0.1"})
+        self.servers = _bind_all(addresses, port, Handler)
+        self.server = self.servers[0]
+        self.port = self.server.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
         with self.lock:
             for feed in self.feeds:
                 self._render(feed)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="farm")
+        self._thread.start()
         return self
 
+    def _serve(self) -> None:
+        """One accept loop over every listening socket (a thread per connection
+        after that, as ThreadingHTTPServer does)."""
+        with selectors.DefaultSelector() as sel:
+            for srv in self.servers:
+                sel.register(srv, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                for key, _ in sel.select(0.2):
+                    key.fileobj._handle_request_noblock()  # type: ignore[union-attr]
+
     def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+            self._thread = None
+        for srv in self.servers:
+            srv.server_close()
+        self.servers = []
 
     def __enter__(self) -> Farm:
         return self
@@ -276,6 +330,26 @@ class Farm:
         return path
 
 
+def _bind_all(addresses: list[str], port: int,
+              handler: type[BaseHTTPRequestHandler]) -> list[ThreadingHTTPServer]:
+    """A server on every address, all on one port (the first free one when
+    ``port`` is 0: tried again when another address has that port taken)."""
+    for _ in range(50):
+        servers: list[ThreadingHTTPServer] = []
+        try:
+            for addr in addresses:
+                srv = _Server((addr, servers[0].server_address[1] if servers else port),
+                              handler)
+                servers.append(srv)
+            return servers
+        except OSError as e:
+            for srv in servers:
+                srv.server_close()
+            if e.errno != errno.EADDRINUSE or port != 0:
+                raise
+    raise OSError(errno.EADDRINUSE, "no port free on every farm address")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description="Serve a local feed farm.")
     p.add_argument("--feeds", type=int, default=200)
@@ -285,10 +359,14 @@ def main() -> None:
     p.add_argument("--no-validators", action="store_true")
     p.add_argument("--window", type=int, default=None,
                    help="keep each feed at its newest N items as items are added")
+    p.add_argument("--hosts", type=int, default=1,
+                   help=f"spread the feeds over this many loopback addresses (<= {MAX_HOSTS})")
     args = p.parse_args()
     farm = Farm(args.feeds, args.items, latency=args.latency,
-                validators=not args.no_validators, window=args.window).serve(args.port)
-    print(f"farm: {args.feeds} feeds x {args.items} items at {farm.base}/farm.opml", flush=True)
+                validators=not args.no_validators, window=args.window,
+                hosts=args.hosts).serve(args.port)
+    print(f"farm: {args.feeds} feeds x {args.items} items on {farm.hosts} hosts "
+          f"at {farm.base}/farm.opml", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -1,7 +1,9 @@
 """What every measurement of ``python -m bench`` stands on: the feed farm in a
 process of its own (so serving never takes the measured process's GIL or
-core time), whole-process runs timed with their own CPU and peak memory
-(``os.wait4``), and the environment the aggregator runs in.
+core time, and its own CPU is read from /proc as the cost of serving),
+whole-process runs timed with the CPU and peak memory of their whole process
+tree, children included (bench/tree.py), and the environment the aggregator
+runs in.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from xml.sax.saxutils import quoteattr
 
 PROJECT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+TREE = PROJECT / "bench" / "tree.py"
 
 # urllib would honour *_proxy variables; the farm is on 127.0.0.1, talk to it directly
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -32,7 +34,11 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 @dataclass(frozen=True)
 class Run:
-    """One whole process: wall time, CPU time (user + system), peak RSS."""
+    """One whole process tree (the command and every process below it):
+    wall time until the command exits, CPU time (user + system) of the whole
+    tree, peak memory of the whole tree (sum of PSS, sampled), the largest
+    single process's peak RSS, and the command's own CPU (what wait4 alone
+    reports, leaving out a forkserver's pool)."""
 
     wall: float
     cpu: float
@@ -40,32 +46,42 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    cpu_main: float = 0.0
+    peak_mb: float = 0.0  # sum of PSS over the tree, sampled every 20 ms
+    rss_sum_mb: float = 0.0
+    processes: int = 1
+    commands: tuple[str, ...] = ()  # the processes below the command, by their arguments
 
 
 def run_process(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
                 cwd: Path | None = None, timeout: float = 900.0) -> Run:
-    """Run ``cmd`` to its end; its own rusage comes from wait4, so other
-    children (the farm) never count."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=dict(env or os.environ),
-                                cwd=cwd, stdin=subprocess.DEVNULL)
-        deadline = start + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.002)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
-                   proc.returncode, out.read(), err.read())
+    """Run ``cmd`` to its end under ``bench.tree``, which waits for every
+    process the command leaves behind and measures them all; other children of
+    the bench (the farm) never count. The wrapper's own start-up is outside
+    the figures (it times the command from its own fork)."""
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
+        report = Path(tmp) / "tree.json"
+        out_path, err_path = Path(tmp) / "out", Path(tmp) / "err"
+        # run as a script (stdlib only): it needs nothing from the command's PYTHONPATH
+        wrapped = [PYTHON, str(TREE), str(report), "--", *cmd]
+        with open(out_path, "w") as out, open(err_path, "w") as err:
+            proc = subprocess.Popen(wrapped, stdout=out, stderr=err,
+                                    env=dict(env or os.environ), cwd=cwd,
+                                    stdin=subprocess.DEVNULL)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # the wrapper; its tree is reparented and ends with its work
+                proc.wait()
+        stdout, stderr = out_path.read_text(), err_path.read_text()
+        if not report.exists():
+            return Run(0.0, 0.0, 0.0, proc.returncode or -9, stdout,
+                       stderr + f"\n(bench.tree wrote no report: exit {proc.returncode})")
+        r = json.loads(report.read_text())
+    peak = r["peak_pss_mb"] or r["max_rss_mb"]  # a process too short to sample: its RSS
+    return Run(r["wall"], r["cpu"], r["max_rss_mb"], r["returncode"], stdout, stderr,
+               cpu_main=r["cpu_main"], peak_mb=peak, rss_sum_mb=r["peak_rss_sum_mb"],
+               processes=r["processes"], commands=tuple(r.get("commands", ())))
 
 
 def check(run: Run, what: str) -> Run:
@@ -98,10 +114,13 @@ class FarmProcess:
     """``python -m bench.farm`` as a child process, driven over HTTP."""
 
     def __init__(self, feeds: int, items: int, *, latency: float = 0.0,
-                 validators: bool = True, window: int | None = None) -> None:
+                 validators: bool = True, window: int | None = None, hosts: int = 1) -> None:
+        from bench.farm import MAX_HOSTS
+
         self.feeds, self.items = feeds, items
+        self.hosts = max(1, min(hosts, MAX_HOSTS))
         cmd = [PYTHON, "-m", "bench.farm", "--feeds", str(feeds), "--items", str(items),
-               "--port", "0", "--latency", str(latency)]
+               "--port", "0", "--latency", str(latency), "--hosts", str(self.hosts)]
         if not validators:
             cmd.append("--no-validators")
         if window is not None:
@@ -117,10 +136,22 @@ class FarmProcess:
             self._err.seek(0)
             raise RuntimeError(f"the farm did not start: {line!r} {self._err.read()[-2000:]}")
         self.base = m.group(1)
+        self.port = int(self.base.rsplit(":", 1)[1])
 
     def urls(self, limit: int | None = None) -> list[str]:
+        from bench.farm import feed_url
+
         n = self.feeds if limit is None else min(limit, self.feeds)
-        return [f"{self.base}/feed/{i}.xml" for i in range(n)]
+        return [feed_url(self.port, i, self.hosts) for i in range(n)]
+
+    def cpu(self) -> float:
+        """The farm's CPU time so far (user + system, all its threads): read
+        before and after a run, the cost of serving that run."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # pragma: no cover - not Linux
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stats(self) -> dict[str, dict[str, int]]:
         with _OPENER.open(f"{self.base}/_control/stats", timeout=30) as resp:

@@ -1,0 +1,36 @@
+"""Start-up: keep optional modules other libraries pull in at import time out
+of the process when the aggregator never uses them.
+
+httpcore imports ``trio`` whenever it is installed (for async code; the
+aggregator is synchronous), and with it ``attrs`` and ``platform``: about
+0.1 s of every ``aggregator update``, a poll that gets only 304s included.
+httpx imports ``click`` for its own command line, which it then cannot use
+without ``rich``. ``load_without`` imports the given modules while those names
+are hidden (``sys.modules[name] = None`` makes ``import name`` raise
+ImportError, which both libraries expect and handle), then unhides them, so any
+other code in the process can still import them as usual. Names already
+imported are left alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterable
+
+
+def load_without(hidden: Iterable[str], modules: Iterable[str]) -> None:
+    """Import ``modules`` (unless already imported) with ``hidden`` unimportable."""
+    todo = [m for m in modules if m not in sys.modules]
+    if not todo:
+        return
+    hide = [name for name in hidden if name not in sys.modules]
+    for name in hide:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        for module in todo:
+            importlib.import_module(module)
+    finally:
+        for name in hide:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
