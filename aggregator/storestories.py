@@ -188,3 +188,72 @@ class StoriesMixin:
                 e = _entry(r)
                 out[e.story_id or 0].append(e)
         return out
+
+    # --- publishing: entry ids and related stories (aggregator/publish.py) --------------
+
+    def story_anchors(self, story_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """Each story's first item as (its feed's first URL, its key): what the story's
+        entry id in the feeds is made of, so the id stays put when the story gains
+        sources or another item comes to represent it. The first item is the one that
+        started the story (``stories.item_id``), else its oldest stored item; removed
+        feeds' items count, so unsubscribing a feed doesn't move the ids of its stories."""
+        out: dict[int, tuple[str, str]] = {}
+        for chunk in _chunks(sorted(set(story_ids))):
+            for sid, origin, key in self.conn.execute(
+                    "SELECT s.id, coalesce(f.origin_url, f.url), i.key FROM stories s "
+                    "JOIN items i ON i.id = coalesce("
+                    "(SELECT x.id FROM items x WHERE x.id = s.item_id AND x.story_id = s.id), "
+                    "(SELECT min(x.id) FROM items x WHERE x.story_id = s.id)) "
+                    "JOIN feeds f ON f.id = i.feed_id "
+                    f"WHERE s.id IN ({','.join('?' * len(chunk))})", chunk):
+                out[sid] = (origin, key)
+        return out
+
+    def related_stories(self, story_ids: Sequence[int], *, min_shared: int = 3,
+                        share: float = 0.2, limit: int = 5) -> dict[int, list[int]]:
+        """Other stories on the same topic: those sharing at least ``min_shared`` of
+        their top terms with the story, and at least ``share`` of the smaller story's
+        terms, in the candidate index (``story_terms``, the active stories' heaviest
+        centroid terms). Most shared terms first, then the newest; at most ``limit``.
+        A retired story (no longer in the index) is looked up by the heaviest terms of
+        its stored centroid, among the active stories."""
+        out: dict[int, list[int]] = {}
+        for sid in sorted(set(story_ids)):
+            own = [r[0] for r in self.conn.execute(
+                "SELECT term FROM story_terms WHERE story_id = ?", (sid,))]
+            if not own:
+                row = self.conn.execute("SELECT centroid FROM stories WHERE id = ?",
+                                        (sid,)).fetchone()
+                try:
+                    weights = json.loads(row[0]) if row and row[0] else {}
+                except ValueError:
+                    weights = {}
+                own = sorted(weights, key=lambda t: (-weights[t], t))[:RELATED_TERMS]
+            if len(own) < min_shared:
+                out[sid] = []
+                continue
+            marks = ",".join("?" * len(own))
+            rows = self.conn.execute(
+                "SELECT t.story_id, count(*) AS shared, "
+                "(SELECT count(*) FROM story_terms n WHERE n.story_id = t.story_id) AS size "
+                f"FROM story_terms t WHERE t.term IN ({marks}) AND t.story_id != ? "
+                "GROUP BY t.story_id HAVING shared >= ?",
+                (*own, sid, min_shared)).fetchall()
+            picked = [(rid, shared) for rid, shared, size in rows
+                      if shared >= share * min(len(own), size)]
+            if not picked:
+                out[sid] = []
+                continue
+            seen = dict(self.conn.execute(
+                f"SELECT id, last_seen FROM stories WHERE id IN ({','.join('?' * len(picked))})",
+                [rid for rid, _ in picked]).fetchall())
+            picked.sort(key=lambda p: (-p[1], _neg_time(seen.get(p[0])), -p[0]))
+            out[sid] = [rid for rid, _ in picked[:limit]]
+        return out
+
+
+RELATED_TERMS = 20  # centroid terms a retired story is looked up by (Params.index_terms)
+
+
+def _neg_time(text: str | None) -> float:
+    return -_time(text).timestamp() if text else 0.0
