@@ -1110,7 +1110,7 @@ def publish(
         _fsync(directory)  # the renames themselves survive a crash
     if changed or removed:
         log.info("published %d entries in %s: %d files changed, %d removed",
-                 len(main), out_dir, len(changed), len(removed))  # fmt: skip
+                 len(feed_main), out_dir, len(changed), len(removed))  # fmt: skip
     return changed
 
 

