@@ -29,9 +29,9 @@ import pytest
 from lxml import etree, html
 
 from aggregator.cli import main
-from aggregator.publish import entry_id
-from aggregator.stories import canonical_url
+from aggregator.publish import entry_id, publish
 from aggregator.store import Store
+from aggregator.stories import canonical_url
 from aggregator.types import Entry
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -175,7 +175,8 @@ def test_the_bbc_overlap_is_one_story_with_two_sources_everywhere(bbc: dict[str,
     assert canonical_url(also[0].get("href")) == ARTICLE
     assert page in [a.get("href") for a in description.iterfind(".//a")]
     # Atom: rel="related" links to the story page and the other source's copy
-    related = {ln.get("href"): ln.get("title") for ln in atom.iterfind(f"{ATOM}link[@rel='related']")}
+    related = {ln.get("href"): ln.get("title")
+               for ln in atom.iterfind(f"{ATOM}link[@rel='related']")}
     assert related[page] == "All 2 sources on one page"
     copies = [h for h in related if canonical_url(h) == ARTICLE]
     assert len(copies) == 1 and related[copies[0]].startswith(f"{other.pop()}: ")
@@ -220,7 +221,7 @@ def test_a_story_keeps_its_entry_id_when_it_gains_a_source(bbc: dict[str, Any]) 
     (rss,), (atom,), (item,) = after["rss"], after["atom"], after["json"]
     assert item["_aggregator"]["source_count"] == 2
     assert rss.findtext("source") == "BBC News"  # the newer item shows the story now ...
-    assert rss.findtext("guid") == atom.findtext(f"{ATOM}id") == item["id"] == first_id  # ... same id
+    assert rss.findtext("guid") == atom.findtext(f"{ATOM}id") == item["id"] == first_id  # same id
     assert atom.findtext(f"{ATOM}published") == "2026-09-25T10:00:00Z"  # the story's first date
     assert atom.findtext(f"{ATOM}updated") >= "2026-09-25T12:00:00Z"
 
@@ -274,7 +275,6 @@ def _entry(n: int, story: int, title: str, feed: str, **kw: Any) -> Entry:
 
 
 def test_feeds_and_story_page_list_related_stories_apart_from_sources(tmp_path: Path) -> None:
-    from aggregator.publish import publish
     from test_publish import validate_all, vnu_errors
 
     a1 = _entry(1, 10, "Quake kills nine in Lorca", "bbc")
