@@ -308,7 +308,9 @@ def _host(url: str | None) -> str | None:
         return None
 
 
-def _item(entry: Entry, env: jinja2.Environment) -> _Item:
+def _item(entry: Entry, env: jinja2.Environment, *, content: bool = True) -> _Item:
+    """``content=False``: no content_html (an item listed by its title, source and date:
+    a story's other sources, a related story), which is most of the cost."""
     context = " ".join(s for s in (_plain(x) for x in entry.summary_context) if s)
     points = tuple(s for s in (_plain(x) for x in entry.summary_points) if s)
     excerpt = "" if context or points else _excerpt(_plain(entry.content_text))
@@ -350,8 +352,10 @@ def _item(entry: Entry, env: jinja2.Environment) -> _Item:
         published=published,
         updated=updated,
     )
-    content = env.get_template("content.html").render(item={**fields, **_NO_STORY})
-    return _Item(**fields, content_html=content)  # type: ignore[arg-type]
+    if not content:
+        return _Item(**fields, content_html="")  # type: ignore[arg-type]
+    html_ = env.get_template("content.html").render(item={**fields, **_NO_STORY})
+    return _Item(**fields, content_html=html_)  # type: ignore[arg-type]
 
 
 def _story_entry(rep: _Item, members: Sequence[_Item], related: Sequence[_Item], *,
@@ -1027,10 +1031,11 @@ def publish(
             shown.setdefault(i.story, i)
     entries_of = _story_members(stories, main_entries, grouped)
     story_items: dict[int, list[_Item]] = {}
+    heads: dict[int, _Item] = {}  # a related story's newest item
 
     def members_of(sid: int) -> list[_Item]:
         if sid not in story_items:
-            story_items[sid] = [_item(e, env) for e in entries_of.get(sid, ())]
+            story_items[sid] = [_item(e, env, content=False) for e in entries_of.get(sid, ())]
         return story_items[sid]
 
     def page_url(sid: int) -> str | None:
@@ -1039,9 +1044,11 @@ def publish(
     def related_of(sid: int, href: Callable[[int], str | None]) -> list[_Item]:
         out = []
         for rid in (related or {}).get(sid, ()):
-            ms = newest_first_items(members_of(rid))
-            if rid != sid and ms:
-                out.append(replace(ms[0], page=href(rid)))
+            newest = newest_first(entries_of.get(rid, ()))[:1]
+            if rid != sid and newest:
+                if rid not in heads:
+                    heads[rid] = _item(newest[0], env, content=False)
+                out.append(replace(heads[rid], page=href(rid)))
         return out
 
     made: dict[tuple[int, str], _Item] = {}
