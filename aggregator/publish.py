@@ -23,7 +23,11 @@ readers render an RSS <title> as HTML; only http(s) links are kept. The only HTM
 output is the HTML our templates write.
 
 The pages list each story once (its newest item in the window), with "2 sources" linking
-to its page; the feeds still carry every item.
+to its page, and so do the feeds: one entry per story, showing the item its page shows,
+with the id of the story's first item (so it never changes as the story grows), linking
+the original article and, beside it, the story page, its other sources and related
+stories (Atom ``rel="related"`` links, JSON Feed ``_aggregator``, listed in the content).
+A category's feeds hold a story when any of its items is in the category.
 
 Private subscriptions (``opml.is_private``: marked ``private="true"``, or a URL with
 credentials or a token) never show their feed URL: their entries' source is the feed's
@@ -43,9 +47,9 @@ import re
 import tempfile
 import unicodedata
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from functools import cache, lru_cache
@@ -102,7 +106,14 @@ EXCERPT_CHARS = 400
 
 def entry_id(entry: Entry) -> str:
     """The entry's id in every format: the same on every run and for any base_url."""
-    name = (entry.feed_origin or entry.feed_url) + "\n" + entry.key
+    return item_entry_id(entry.feed_origin or entry.feed_url, entry.key)
+
+
+def item_entry_id(source: str, key: str) -> str:
+    """The id of the item ``key`` of the feed first subscribed as ``source``: a story's
+    entry takes its first item's (``Store.story_anchors``), so that a story of one item
+    keeps the id its item always had."""
+    name = source + "\n" + key
     if not name.isascii():  # a lone surrogate can't be UTF-8: U+FFFD, any other text unchanged
         name = name.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return f"urn:uuid:{uuid.uuid5(_ID_NAMESPACE, name)}"
@@ -280,6 +291,15 @@ class _Item:
     updated: datetime
     content_html: str
     enclosures: tuple[Enclosure, ...] = ()  # checked again (media.for_output)
+    # A story's entry in the feeds (``_story_entry``); an item alone keeps the defaults.
+    page: str | None = None  # the story page's URL, when it has one
+    source_count: int = 1
+    others: tuple[_Item, ...] = ()  # the story's other items, newest first
+    related: tuple[_Item, ...] = ()  # other stories on the same topic, each by its newest item
+
+
+# What an item alone shows of the story fields (the content template reads them all).
+_NO_STORY: dict[str, object] = {"page": None, "source_count": 1, "others": (), "related": ()}
 
 
 def _host(url: str | None) -> str | None:
@@ -289,7 +309,9 @@ def _host(url: str | None) -> str | None:
         return None
 
 
-def _item(entry: Entry, env: jinja2.Environment) -> _Item:
+def _item(entry: Entry, env: jinja2.Environment, *, content: bool = True) -> _Item:
+    """``content=False``: no content_html (an item listed by its title, source and date:
+    a story's other sources, a related story), which is most of the cost."""
     context = " ".join(s for s in (_plain(x) for x in entry.summary_context) if s)
     points = tuple(s for s in (_plain(x) for x in entry.summary_points) if s)
     excerpt = "" if context or points else _excerpt(_plain(entry.content_text))
@@ -330,10 +352,35 @@ def _item(entry: Entry, env: jinja2.Environment) -> _Item:
         language=language_tag(entry.language),
         published=published,
         updated=updated,
+        enclosures=media.for_output(entry.enclosures, safe_url),
+    )
+    if not content:
+        return _Item(**fields, content_html="")  # type: ignore[arg-type]
+    html_ = env.get_template("content.html").render(item={**fields, **_NO_STORY})
+    return _Item(**fields, content_html=html_)  # type: ignore[arg-type]
+
+
+def _story_entry(rep: _Item, members: Sequence[_Item], related: Sequence[_Item], *,
+                 entry_id: str, page: str | None, env: jinja2.Environment) -> _Item:
+    """A story's one entry in a feed: ``rep`` (its newest item in that feed: the item
+    its page shows) with the story's id, first date, newest update, page, other
+    sources and related stories, and a content that lists them."""
+    everyone = [rep, *(m for m in members if m.id != rep.id)]
+    fields = {f: getattr(rep, f) for f in _ITEM_FIELDS}
+    fields.update(
+        id=entry_id,
+        published=min(m.published for m in everyone),
+        updated=max(m.updated for m in everyone),
+        page=page,
+        source_count=max(1, len({m.source_key for m in everyone})),
+        others=tuple(newest_first_items(everyone[1:])),
+        related=tuple(related),
     )
     content = env.get_template("content.html").render(item=fields)
-    return _Item(**fields, content_html=content,  # type: ignore[arg-type]
-                 enclosures=media.for_output(entry.enclosures, safe_url))
+    return _Item(**fields, content_html=content)  # type: ignore[arg-type]
+
+
+_ITEM_FIELDS = tuple(f for f in _Item.__dataclass_fields__ if f != "content_html")
 
 
 @dataclass(frozen=True)
@@ -409,8 +456,8 @@ def render_rss(feed: _Feed, items: Sequence[_Item]) -> bytes:
     for i in items:
         it = _sub(ch, "item")
         _sub(it, "title", i.title)
-        if i.url:
-            _sub(it, "link", i.url)
+        if i.url or i.page:
+            _sub(it, "link", i.url or i.page)
         _sub(it, "description", i.content_html)
         if (chosen := media.rss_choice(i.enclosures)) is not None:  # RSS allows one
             _sub(it, "enclosure", **media.rss_attributes(chosen))
@@ -420,6 +467,8 @@ def render_rss(feed: _Feed, items: Sequence[_Item]) -> bytes:
             _sub(it, "category", c)
         _sub(it, "guid", i.id, isPermaLink="false")
         _sub(it, "pubDate", rfc822(i.published))
+        # One <source> (RSS 2.0 has one per item): the feed of the item shown; a story's
+        # other sources and related stories are listed in the description.
         if i.source_feed_url or i.source_site_url:  # a private feed: its site stands in
             _sub(it, "source", i.source_name, url=i.source_feed_url or i.source_site_url)
         if (thumb := media.thumbnail(i.enclosures)) is not None:
@@ -450,8 +499,10 @@ def render_atom(feed: _Feed, items: Sequence[_Item]) -> bytes:
             e.set(XML_LANG, i.language)
         _sub(e, a + "id", i.id)
         _sub(e, a + "title", i.title, type="text")
-        if i.url:
-            _sub(e, a + "link", rel="alternate", type="text/html", href=i.url)
+        if i.url or i.page:
+            _sub(e, a + "link", rel="alternate", type="text/html", href=i.url or i.page)
+        for href, text in _related_links(i):
+            _sub(e, a + "link", rel="related", type="text/html", href=href, title=text)
         for enc in media.files(i.enclosures):
             _sub(e, a + "link", **media.atom_attributes(enc))
         _sub(e, a + "published", rfc3339(i.published))
@@ -477,15 +528,56 @@ def render_atom(feed: _Feed, items: Sequence[_Item]) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="utf-8", pretty_print=True)
 
 
+def _related_links(i: _Item) -> list[tuple[str, str]]:
+    """(href, title) of a story entry's Atom rel="related" links: its story page, its
+    other sources' articles, its related stories (their page, else their article);
+    each address once, none that is the entry's own link."""
+    links: list[tuple[str, str]] = []
+    seen = {i.url or i.page}
+    if i.page and i.page not in seen:
+        links.append((i.page, f"All {_plural(i.source_count, 'source')} on one page"))
+        seen.add(i.page)
+    for o in i.others:
+        if o.url and o.url not in seen:
+            links.append((o.url, f"{o.source_name}: {o.title}"))
+            seen.add(o.url)
+    for r in i.related:
+        href = r.page or r.url
+        if href and href not in seen:
+            links.append((href, f"Related: {r.title} ({r.source_name})"))
+            seen.add(href)
+    return links
+
+
+def _source_of(m: _Item) -> dict[str, object]:
+    out = {"title": m.title, "source": m.source_name, "url": m.url,
+           "feed_url": m.source_feed_url, "date_published": rfc3339(m.published)}
+    return {k: v for k, v in out.items() if v}
+
+
+def _story_extension(i: _Item) -> dict[str, object]:
+    """The "_aggregator" object of a story's entry: the story, every source (the
+    entry's own first), the related stories."""
+    related = []
+    for r in i.related:
+        one = {"story_id": r.story, "title": r.title, "source": r.source_name, "url": r.url,
+               "story_url": r.page, "date_published": rfc3339(r.published)}
+        related.append({k: v for k, v in one.items() if v})
+    out = {"story_id": i.story, "story_url": i.page, "source_count": i.source_count,
+           "sources": [_source_of(m) for m in (i, *i.others)], "related": related}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def render_json_feed(feed: _Feed, items: Sequence[_Item]) -> bytes:
-    """JSON Feed 1.1; the source feed goes in the "_source" extension object."""
+    """JSON Feed 1.1; the source feed goes in the "_source" extension object, a story's
+    sources and related stories in "_aggregator"."""
     out_items = []
     for i in items:
         source = {"title": i.source_name, "feed_url": i.source_feed_url,
                   "home_page_url": i.source_site_url}  # fmt: skip
         item = {
             "id": i.id,
-            "url": i.url,
+            "url": i.url or i.page,
             "title": i.title,
             "content_html": i.content_html,
             "summary": i.context,
@@ -497,6 +589,7 @@ def render_json_feed(feed: _Feed, items: Sequence[_Item]) -> bytes:
             "image": thumb.url if (thumb := media.thumbnail(i.enclosures)) else None,
             "attachments": media.json_attachments(i.enclosures),
             "_source": {k: v for k, v in source.items() if v},
+            "_aggregator": _story_extension(i) if i.story is not None else None,
         }
         out_items.append({k: v for k, v in item.items() if v})  # leave out what is unknown
     doc: dict[str, object] = {
@@ -656,17 +749,34 @@ def render_story_page(
     *,
     site_title: str,
     sources: int,
+    related: Sequence[_Item] = (),
 ) -> bytes:
     """``story/<id>.html``: the story's newest item (profile line, date, title linking the
     original, Context, Dive deeper), then Latest News (``latest``: other stories, each
-    linking its own page) and Related Stories (``members``: the story's other items)."""
+    linking its own page) and Related Stories: ``members`` (the story's other items,
+    under "Other sources") and ``related`` (other stories on the same topic, each by its
+    newest item, linking its page (``page``) or else its original)."""
     page = _environment().get_template("story.html")
     text = page.render(
         title=f"{item.title} · {site_title}", site_title=site_title, css=_style()[0],
         csp=_csp(), story=_line(item), sources=_plural(sources, "source"),
         latest=[_line(i, f"{i.story}.html") for i in latest],
-        related=[_line(m) for m in members])
+        others=[_line(m) for m in members], related=[_line(r, r.page) for r in related])
     return text.encode("utf-8")
+
+
+def _story_members(stories: Mapping[int, Sequence[Entry]] | None, *listed: Iterable[Entry] |
+                   Mapping[str, Sequence[Entry]]) -> dict[int, list[Entry]]:
+    """Story id -> its items: ``stories[id]`` when given, else the listed entries of it."""
+    out: dict[int, list[Entry]] = {k: list(v) for k, v in (stories or {}).items()}
+    found: dict[int, dict[int, Entry]] = {}
+    for group in listed:
+        for e in (x for es in group.values() for x in es) if isinstance(group, Mapping) \
+                else group:
+            if e.story_id is not None and e.story_id not in out:
+                found.setdefault(e.story_id, {}).setdefault(e.item_id, e)
+    out.update({sid: list(es.values()) for sid, es in found.items()})
+    return out
 
 
 def one_per_story(items: Iterable[_Item]) -> list[_Item]:
@@ -839,6 +949,8 @@ def publish(
     now: datetime | None = None,
     stories: Mapping[int, Sequence[Entry]] | None = None,
     hub: str | None = None,
+    related: Mapping[int, Sequence[int]] | None = None,
+    anchors: Mapping[int, tuple[str, str]] | None = None,
 ) -> list[Path]:
     """Write every output file into ``out_dir``; return the files that changed.
 
@@ -857,6 +969,12 @@ def publish(
     ``stories``: story id -> all its items (``Store.story_entries``); each story on a page
     that is found there gets ``story/<id>.html``, and the pages list it once. Without it,
     no story page is written (and none is removed).
+    The feeds carry one entry per story: the item the feed's page shows for it, with
+    the story's other items (``stories``, else the entries given) and related stories.
+    ``related``: story id -> related story ids, best first (``Store.related_stories``;
+    their items in ``stories``). ``anchors``: story id -> its first item's (feed origin,
+    key) (``Store.story_anchors``), whose id the story's entry takes; without one, the
+    id of its known item of the lowest ``item_id``.
     ``hub``: a WebSub hub every feed names (websub.py); pinging it is the caller's.
     """
     base = safe_url(base_url) or "http://127.0.0.1:8080/"
@@ -918,8 +1036,9 @@ def publish(
         return sum((tally[m] for m in inside if m in tally), FeedCounts())
 
     order = sorted(slugs, key=lambda n: (n.casefold(), n))  # a folder before its subfolders
-    page_categories = [
-        {"name": name, "slug": slugs[name], "count": len(by_category[name])} for name in order
+    page_categories = [  # each category's number of entries: its stories
+        {"name": name, "slug": slugs[name], "count": len(one_per_story(by_category[name]))}
+        for name in order
     ]
     # The pages: each story once, linking its page when its items are known.
     page_main = one_per_story(main)
@@ -928,25 +1047,73 @@ def publish(
     for i in (*page_main, *(i for name in order for i in page_items[name])):
         if i.story is not None and stories is not None and i.story in stories:
             shown.setdefault(i.story, i)
-    story_items = {sid: [_item(e, env) for e in stories[sid]] for sid in shown} if stories else {}
-    sources = {sid: max(1, len({m.source_key for m in ms})) for sid, ms in story_items.items()}
+    entries_of = _story_members(stories, main_entries, grouped)
+    story_items: dict[int, list[_Item]] = {}
+    heads: dict[int, _Item] = {}  # a related story's newest item
+
+    def members_of(sid: int) -> list[_Item]:
+        if sid not in story_items:
+            story_items[sid] = [_item(e, env, content=False) for e in entries_of.get(sid, ())]
+        return story_items[sid]
+
+    def page_url(sid: int) -> str | None:
+        return urljoin(base, f"{STORY_DIR}/{sid}.html") if sid in shown else None
+
+    def related_of(sid: int, href: Callable[[int], str | None]) -> list[_Item]:
+        out = []
+        for rid in (related or {}).get(sid, ()):
+            newest = newest_first(entries_of.get(rid, ()))[:1]
+            if rid != sid and newest:
+                if rid not in heads:
+                    heads[rid] = _item(newest[0], env, content=False)
+                out.append(replace(heads[rid], page=href(rid)))
+        return out
+
+    made: dict[tuple[int, str], _Item] = {}
+
+    def entry(i: _Item) -> _Item:
+        """The entry of the story ``i`` shows in a feed (``i`` itself when alone)."""
+        if i.story is None:
+            return i
+        if (i.story, i.id) not in made:
+            sid = i.story
+            anchor = (anchors or {}).get(sid)
+            first = min(entries_of.get(sid, ()), key=lambda e: e.item_id, default=None)
+            eid = (item_entry_id(*anchor) if anchor
+                   else entry_id(first) if first is not None else i.id)  # fmt: skip
+            made[(sid, i.id)] = _story_entry(i, members_of(sid) or [i],
+                                             related_of(sid, page_url), entry_id=eid,
+                                             page=page_url(sid), env=env)  # fmt: skip
+        return made[(i.story, i.id)]
+
+    def feed_entries(items: Iterable[_Item]) -> list[_Item]:
+        out, seen = [], set()
+        for e in map(entry, items):
+            if e.id not in seen:  # one id twice makes a feed invalid
+                seen.add(e.id)
+                out.append(e)
+        return out
+
+    sources = {sid: max(1, len({m.source_key for m in members_of(sid)})) for sid in shown}
     files: dict[Path, bytes] = {}
     for sid, item in shown.items():
-        others = newest_first_items(m for m in story_items[sid] if m.id != item.id)
+        others = newest_first_items(m for m in members_of(sid) if m.id != item.id)
         latest = [i for i in page_main if i.story in shown and i.story != sid][:LATEST_STORIES]
+        local = related_of(sid, lambda rid: f"{rid}.html" if rid in shown else None)
         files[out_dir / STORY_DIR / f"{sid}.html"] = render_story_page(
-            item, others, latest, site_title=title, sources=sources[sid])
+            item, others, latest, site_title=title, sources=sources[sid], related=local)
     hub = safe_url(hub) if hub else None
-    feed = _feed(main, title, description, base, base, ttl_minutes, fallback, hub)
-    files[out_dir / "rss.xml"] = render_rss(feed, main)
-    files[out_dir / "atom.xml"] = render_atom(feed, main)
-    files[out_dir / "feed.json"] = render_json_feed(feed, main)
+    feed_main = feed_entries(page_main)
+    feed = _feed(feed_main, title, description, base, base, ttl_minutes, fallback, hub)
+    files[out_dir / "rss.xml"] = render_rss(feed, feed_main)
+    files[out_dir / "atom.xml"] = render_atom(feed, feed_main)
+    files[out_dir / "feed.json"] = render_json_feed(feed, feed_main)
     files[out_dir / "feeds.opml"] = render_opml(subscriptions, title)
     files[out_dir / PAGE] = render_page(page_main, page_categories, title=title,
                                         counts=counted(tally or ()),
                                         sources=sources)  # fmt: skip
     for name in order:
-        slug, items, inside = slugs[name], by_category[name], members[name]
+        slug, items, inside = slugs[name], feed_entries(page_items[name]), members[name]
         cat_base = urljoin(base, f"category/{slug}/")
         cat_title = f"{title}: {name}"
         cat_feed = _feed(items, cat_title, f"{description} ({name})", base, cat_base,
@@ -969,7 +1136,7 @@ def publish(
         _fsync(directory)  # the renames themselves survive a crash
     if changed or removed:
         log.info("published %d entries in %s: %d files changed, %d removed",
-                 len(main), out_dir, len(changed), len(removed))  # fmt: skip
+                 len(feed_main), out_dir, len(changed), len(removed))  # fmt: skip
     return changed
 
 
@@ -985,9 +1152,12 @@ def publish_from_store(settings: Settings, store: Store) -> list[Path]:
         quiet.append("")  # the main feed and the feeds without a folder
     dates = store.category_dates(quiet) if quiet else {}
     counts = {c: FeedCounts(*n) for c, n in store.feed_counts().items()}
-    story_ids = {e.story_id for es in (entries, *categories.values()) for e in es}
-    story_ids.discard(None)
-    stories = store.story_entries(sorted(story_ids))  # type: ignore[arg-type]
+    listed = {e.story_id for es in (entries, *categories.values()) for e in es}
+    listed.discard(None)
+    story_ids: list[int] = sorted(listed)  # type: ignore[arg-type]
+    related = store.related_stories(story_ids)
+    more = {r for rs in related.values() for r in rs} - listed
+    stories = store.story_entries(sorted({*story_ids, *more}))
     base_url = settings.base_url or public_url(settings.host, settings.port)
     changed = publish(
         entries,
@@ -1003,6 +1173,8 @@ def publish_from_store(settings: Settings, store: Store) -> list[Path]:
         counts=counts,
         stories=stories,
         hub=settings.websub_hub or None,
+        related=related,
+        anchors=store.story_anchors(story_ids),
     )
     websub.announce(settings.websub_hub or None, changed, settings.output,
                     safe_url(base_url) or base_url, settings.user_agent)

@@ -55,21 +55,21 @@ def test_secrets_in_paths_fragments_site_links_names_and_redirects_are_never_pub
                 content_type="application/rss+xml")
 
         own_link = f"{base}/members-SECRETONE/feed.xml"  # marked; <link> is itself
-        serve("/members-SECRETONE/feed.xml", "Club one", own_link, "Story one")
+        serve("/members-SECRETONE/feed.xml", "Club one", own_link, "Harbour one")
         # `add` of a token URL that redirects to the token in a path
         server.expect_request("/tok.xml").respond_with_data(
             "", status=302, headers={"Location": "/feeds/SECRETTWO/rss"})
-        serve("/feeds/SECRETTWO/rss", "", "http://127.0.0.1/", "Story two")
+        serve("/feeds/SECRETTWO/rss", "", "http://127.0.0.1/", "Library two")
         hex_path = "/u/7f3a9c2e41b84d0e9a6f5c3b2d1e0f4a/rss"  # unmarked, a hex id
-        serve(hex_path, "", "http://127.0.0.1/", "Story three")
-        serve("/frag.xml", "", "http://127.0.0.1/", "Story four")  # token in the fragment
+        serve(hex_path, "", "http://127.0.0.1/", "Museum three")
+        serve("/frag.xml", "", "http://127.0.0.1/", "Bridge four")  # token in the fragment
         # marked; its <link> is its secret folder
-        serve("/club-SECRETFIVE/rss", "Club five", f"{base}/club-SECRETFIVE/", "Story five")
+        serve("/club-SECRETFIVE/rss", "Club five", f"{base}/club-SECRETFIVE/", "Council five")
         # a 301 met by a pass: from a token in the query to a token in the path
         server.expect_request("/old.xml").respond_with_data(
             "", status=301, headers={"Location": "/members/SECRETSIX/feed"})
-        serve("/members/SECRETSIX/feed", "", "http://127.0.0.1/", "Story six")
-        serve("/public.xml", "Public", "http://127.0.0.1/", "Story seven")
+        serve("/members/SECRETSIX/feed", "", "http://127.0.0.1/", "Festival six")
+        serve("/public.xml", "Public", "http://127.0.0.1/", "Stadium seven")
 
         feeds = tmp_path / "feeds.opml"
         opml.write(feeds, opml.build([
@@ -89,13 +89,15 @@ def test_secrets_in_paths_fragments_site_links_names_and_redirects_are_never_pub
                "SECRETFIVE", "SECRETSIX", "token="]
     assert _leaks(files, secrets) == {}
     rss_text = files[tmp_path / "out" / "rss.xml"]
-    for n in ("one", "two", "three", "four", "five", "six", "seven"):
-        assert f"Story {n}" in rss_text  # their stories are published, their URLs aren't
+    # (seven stories with no word in common: the feeds carry each story once)
+    for story in ("Harbour one", "Library two", "Museum three", "Bridge four", "Council five",
+                  "Festival six", "Stadium seven"):
+        assert story in rss_text  # their stories are published, their URLs aren't
     assert f"{base}/public.xml" in files[tmp_path / "out" / "feeds.opml"]
     sources = {i["title"]: i["_source"]
                for i in json.loads(files[tmp_path / "out" / "feed.json"])["items"]}
-    assert sources["Story one"] == {"title": "Club one"}  # no site link left to show
-    assert sources["Story three"] == {"title": "127.0.0.1",
+    assert sources["Harbour one"] == {"title": "Club one"}  # no site link left to show
+    assert sources["Museum three"] == {"title": "127.0.0.1",
                                       "home_page_url": "http://127.0.0.1/"}
     # the moved and the redirected feed are marked private in feeds.opml, so they stay so
     marked = {s.url: s.private for s in opml.read(feeds)}

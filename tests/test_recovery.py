@@ -690,14 +690,16 @@ def test_ordinary_urls_are_not_private(url):
 def test_private_subscriptions_never_appear_in_any_output_file(tmp_path):
     secret_token = "s3cr3tT0kenXYZ"
     secret_path = "members-only-9f8e7d"
+    # Four stories with no word in common: the feeds carry each story once, and these
+    # stay four stories.
     with local_httpserver() as server:
         def feed(title: str, story: str) -> bytes:
             return rss(title, (story, server.url_for(f"/stories/{story.replace(' ', '-')}")))
 
-        serve(server, "/token.xml", feed("Token feed", "Token story"))
-        serve(server, f"/{secret_path}/feed.xml", feed("Marked feed", "Marked story"))
-        serve(server, "/auth.xml", feed("Auth feed", "Auth story"))
-        serve(server, "/public.xml", feed("Public feed", "Public story"))
+        serve(server, "/token.xml", feed("Token feed", "Token harbour"))
+        serve(server, f"/{secret_path}/feed.xml", feed("Marked feed", "Marked museum"))
+        serve(server, "/auth.xml", feed("Auth feed", "Auth library"))
+        serve(server, "/public.xml", feed("Public feed", "Public council"))
         base = server.url_for("/").rstrip("/")
         token_url = f"{base}/token.xml?token={secret_token}"
         marked_url = f"{base}/{secret_path}/feed.xml"
@@ -723,16 +725,16 @@ def test_private_subscriptions_never_appear_in_any_output_file(tmp_path):
         leaks = [str(p) for p, text in every.items() if secret in text]
         assert leaks == [], f"{secret!r} published in {leaks}"
     rss_text = every[tmp_path / "out" / "rss.xml"]
-    for story in ("Token story", "Marked story", "Auth story", "Public story"):
+    for story in ("Token harbour", "Marked museum", "Auth library", "Public council"):
         assert story in rss_text  # private feeds' stories are published, their URLs aren't
     assert public_url in every[tmp_path / "out" / "feeds.opml"]  # a public one is listed
     # the source is the feed's title and site link only
     doc = json.loads(every[tmp_path / "out" / "feed.json"])
     sources = {i["title"]: i["_source"] for i in doc["items"]}
     # the site link is the one the feed gives (the rss() helper's), else the outline's htmlUrl
-    assert sources["Marked story"] == {"title": "Marked feed",
+    assert sources["Marked museum"] == {"title": "Marked feed",
                                        "home_page_url": "http://127.0.0.1/"}
-    assert sources["Public story"]["feed_url"] == public_url
-    assert "feed_url" not in sources["Token story"]
+    assert sources["Public council"]["feed_url"] == public_url
+    assert "feed_url" not in sources["Token harbour"]
     listed = every[tmp_path / "out" / "feeds.opml"]
     assert 'type="link"' in listed and 'url="http://127.0.0.1/"' in listed
