@@ -55,10 +55,8 @@ def assign(batch: Sequence[tuple[ClusterItem, ItemFeatures]], w: Window, params:
         vec = stories.vector(f, w.df, w.n, params)
         target = _same_article(item, f, w, params)
         if target is None:
-            candidates = {cid for t in stories.probe_terms(vec, params)
-                          for cid in w.index.get(t, ())}
             target, _ = stories.choose(vec, f, item.feed_id, item.when,
-                                       (w.clusters[cid] for cid in candidates), params)
+                                       w.candidates(vec, params), params, w.df, w.n)
         if target is None:
             target = Cluster(w.next_new, {}, 0, set(), item.when, item.when)
             w.next_new -= 1
@@ -66,6 +64,7 @@ def assign(batch: Sequence[tuple[ClusterItem, ItemFeatures]], w: Window, params:
             w.clusters[target.id] = target
         target.centroid = stories.add_to_centroid(target.centroid, vec, params.centroid_terms)
         target.norm = stories.norm(target.centroid)
+        stories.add_names(target, vec, f, params)
         target.count += 1
         target.feeds.add(item.feed_id)
         target.first_seen = min(target.first_seen, item.when)
