@@ -218,6 +218,14 @@ def m006_search(db: sqlite_utils.Database) -> None:
     storesearch.create(db.conn)
 
 
+@migration
+def m009_story_names(db: sqlite_utils.Database) -> None:
+    """``stories.names``: the centroid of the members' names and numbers (JSON
+    term -> weight), which an item with text must agree with to join a story
+    (stories.py: same event against same topic)."""
+    db.execute("ALTER TABLE stories ADD COLUMN names TEXT NOT NULL DEFAULT '{}'")
+
+
 def iso(when: datetime | None) -> str | None:
     if when is None:
         return None

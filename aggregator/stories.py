@@ -46,7 +46,7 @@ __all__ = [
     "ItemFeatures",
     "Params",
     "Window",
-    "add_to_centroid",
+    "join",
     "canonical_url",
     "choose",
     "cosine",
@@ -55,6 +55,7 @@ __all__ = [
     "norm",
     "publisher",
     "title_key",
+    "top_terms",
     "vector",
 ]
 
@@ -128,9 +129,13 @@ def title_key(title: str | None) -> str | None:
     and spacing ignored; None for headlines too short to tell stories apart."""
     if not title:
         return None
-    t = unicodedata.normalize("NFKD", title).casefold()
-    words = [w for w in _WORD.findall(t) if not unicodedata.combining(w[0])]
-    key = " ".join("".join(c for c in w if not unicodedata.combining(c)) for w in words)
+    if title.isascii():
+        words = _WORD.findall(title.lower())
+    else:
+        t = unicodedata.normalize("NFKD", title).casefold()
+        words = ["".join(c for c in w if not unicodedata.combining(c))
+                 for w in _WORD.findall(t) if not unicodedata.combining(w[0])]
+    key = " ".join(words)
     return key if len(words) >= 4 else None
 
 
@@ -267,13 +272,16 @@ def vector(f: ItemFeatures, df: Mapping[str, float], n: float, params: Params) -
         i = log(base / (get(term, 0.0) + 1.0))
         if i > 0.0:
             out[term] = w * i * (boost if term in names else 1.0)
-    return _unit(_top(out, params.item_terms))
+    return _unit(top_terms(out, params.item_terms))
 
 
-def _top(vec: Mapping[str, float], k: int) -> dict[str, float]:
+def top_terms(vec: Mapping[str, float], k: int) -> dict[str, float]:
+    """The ``k`` heaviest terms (ties: the first met)."""
     if len(vec) <= k:
         return dict(vec)
-    return dict(heapq.nlargest(k, vec.items(), key=itemgetter(1)))
+    if k * 4 < len(vec):
+        return dict(heapq.nlargest(k, vec.items(), key=itemgetter(1)))
+    return dict(sorted(vec.items(), key=itemgetter(1), reverse=True)[:k])
 
 
 def _unit(vec: dict[str, float]) -> dict[str, float]:
@@ -297,16 +305,6 @@ def cosine(a: Mapping[str, float], b: Mapping[str, float], norm_b: float | None 
     whose norm its cluster keeps)."""
     d = dot(a, b)
     return d / (norm_b if norm_b is not None else norm(b) or 1.0) if d else 0.0
-
-
-def add_to_centroid(centroid: Mapping[str, float], vec: Mapping[str, float],
-                    k: int) -> dict[str, float]:
-    """The running centroid (the sum of its members' unit vectors) with one more
-    member, bounded to its ``k`` heaviest terms."""
-    out = dict(centroid)
-    for t, w in vec.items():
-        out[t] = out.get(t, 0.0) + w
-    return _top(out, k)
 
 
 # --- the decision -------------------------------------------------------------------
@@ -350,32 +348,37 @@ class Cluster:
     norm: float = 0.0  # of the centroid, kept in step with it
     names: dict[str, float] = field(default_factory=dict)  # centroid of the names' vectors
     names_norm: float = 0.0
+    stored_terms: frozenset[str] = field(default_factory=frozenset, compare=False)  # in store
 
     def active_at(self, when: datetime, window: timedelta) -> bool:
         return self.first_seen - window <= when <= self.last_seen + window
 
 
 def score(vec: Mapping[str, float], f: ItemFeatures, c: Cluster, params: Params,
-          df: Mapping[str, float], n: float) -> float:
+          df: Mapping[str, float], n: float, names: Mapping[str, float]) -> float:
     """The centroid's cosine over its bar (>= 1 joins); 0 when the item and the
     story share a single term that is generic (in more than ``generic_share``
     of the items seen: on a small corpus "story" in "Alpha story" and "Beta
-    story"), or when both have text and their names disagree (``names_gate``)."""
+    story"), or when both have text and their names disagree (``names_gate``;
+    ``names`` is the item's ``name_vector``)."""
     text = f.has_text and c.has_text
-    shared = None
     get = c.centroid.get
-    for t in vec:
-        if get(t) is not None:
-            if shared is not None:
-                break
-            shared = t
-    else:
-        if shared is None or df.get(shared, 0.0) > params.generic_share * n:
-            return 0.0
-    sim = cosine(vec, c.centroid, c.norm or None)
-    if text and params.names_gate and c.names:
-        nv = name_vector(vec, f)
-        if nv and cosine(nv, c.names, c.names_norm or None) < params.names_gate:
+    d = 0.0
+    shared = None
+    many = False
+    for t, w in vec.items():
+        cw = get(t)
+        if cw is not None:
+            d += w * cw
+            if shared is None:
+                shared = t
+            else:
+                many = True
+    if not many and (shared is None or df.get(shared, 0.0) > params.generic_share * n):
+        return 0.0
+    sim = d / (c.norm or norm(c.centroid) or 1.0)
+    if text and names and params.names_gate and c.names:
+        if cosine(names, c.names, c.names_norm or None) < params.names_gate:
             return 0.0
     return sim / (params.threshold_text if text else params.threshold_title)
 
@@ -389,12 +392,13 @@ def choose(vec: Mapping[str, float], f: ItemFeatures, feed_id: int, when: dateti
     reuse titles: "Letters", "Weather"); it may join one that other sources
     share."""
     best, best_score = None, 0.0
+    names = name_vector(vec, f) if f.has_text and params.names_gate else {}
     for c in candidates:
         if not c.active_at(when, params.window):
             continue
         if c.feeds == {feed_id} and not (f.has_text and c.has_text):
             continue  # the feed's own headlines only: sites reuse titles
-        s = score(vec, f, c, params, df, n)
+        s = score(vec, f, c, params, df, n, names)
         if s > best_score:
             best, best_score = c, s
     if best_score >= 1.0:
@@ -404,12 +408,12 @@ def choose(vec: Mapping[str, float], f: ItemFeatures, feed_id: int, when: dateti
 
 def index_terms(centroid: Mapping[str, float], params: Params) -> list[str]:
     """The terms a story is found by in the candidate index."""
-    return list(_top(centroid, params.index_terms))
+    return list(top_terms(centroid, params.index_terms))
 
 
 def probe_terms(vec: Mapping[str, float], params: Params) -> list[str]:
     """The item terms looked up in the candidate index."""
-    return list(_top(vec, params.probe_terms))
+    return list(top_terms(vec, params.probe_terms))
 
 
 def name_vector(vec: Mapping[str, float], f: ItemFeatures) -> dict[str, float]:
@@ -418,12 +422,38 @@ def name_vector(vec: Mapping[str, float], f: ItemFeatures) -> dict[str, float]:
     return _unit({t: w for t, w in vec.items() if t in names})
 
 
-def add_names(c: Cluster, vec: Mapping[str, float], f: ItemFeatures, params: Params) -> None:
-    """Add the item's names to the story's names centroid."""
+def _grow(centroid: dict[str, float], sq: float, vec: Mapping[str, float],
+          k: int) -> float:
+    """Add ``vec`` to ``centroid`` in place; its squared norm, kept in step.
+    The centroid is trimmed to its ``k`` heaviest terms once it holds twice as
+    many (trimming at every item cost more than all the rest)."""
+    get = centroid.get
+    cross = 0.0
+    own = 0.0
+    for t, w in vec.items():
+        old = get(t)
+        if old is None:
+            centroid[t] = w
+        else:
+            cross += old * w
+            centroid[t] = old + w
+        own += w * w
+    if len(centroid) > 2 * k:
+        top = top_terms(centroid, k)
+        centroid.clear()
+        centroid.update(top)
+        return sum(w * w for w in top.values())
+    return sq + 2.0 * cross + own
+
+
+def join(c: Cluster, vec: Mapping[str, float], f: ItemFeatures, params: Params) -> None:
+    """Add an item's vector to the story's centroid and its names to the names
+    centroid, norms kept in step."""
+    c.norm = math.sqrt(_grow(c.centroid, c.norm * c.norm, vec, params.centroid_terms))
     nv = name_vector(vec, f)
     if nv:
-        c.names = add_to_centroid(c.names, nv, params.centroid_terms)
-        c.names_norm = norm(c.names)
+        c.names_norm = math.sqrt(_grow(c.names, c.names_norm * c.names_norm, nv,
+                                       params.centroid_terms))
 
 
 @dataclass(frozen=True)
@@ -459,7 +489,6 @@ class Window:
     assigned: list[tuple[int, int]] = field(default_factory=list)  # (item id, story id)
     titles: dict[int, tuple[int, str | None]] = field(default_factory=dict)  # new: first item
     known_terms: set[str] = field(default_factory=set)  # df loaded from the store
-    known_keys: set[str] = field(default_factory=set)  # keys looked up in the store
 
     def add(self, c: Cluster, params: Params) -> None:
         self.clusters[c.id] = c
@@ -473,7 +502,7 @@ class Window:
                 ids.pop(c.id, None)
                 if not ids:
                     del index[t]
-        top = _top(c.centroid, params.index_terms)
+        top = top_terms(c.centroid, params.index_terms)
         scale = 1.0 / (c.norm or 1.0)
         self.indexed[c.id] = list(top)
         for t, w in top.items():
@@ -488,7 +517,7 @@ class Window:
         terms), best first: the shortlist scored exactly."""
         acc: dict[int, float] = {}
         index = self.index
-        for t, w in _top(vec, params.probe_terms).items():
+        for t, w in top_terms(vec, params.probe_terms).items():
             ids = index.get(t)
             if ids:
                 for cid, cw in ids.items():
@@ -498,6 +527,30 @@ class Window:
         else:
             best = list(acc.items())
         return [self.clusters[cid] for cid, _ in best]
+
+    def renumber(self, real: Mapping[int, int]) -> None:
+        """Give new stories the ids the store numbered them with, and start the
+        next batch: nothing changed, nothing new."""
+        for old, new in real.items():
+            if old == new:
+                continue
+            c = self.clusters.pop(old)
+            c.id = new
+            self.clusters[new] = c
+            terms = self.indexed.pop(old, [])
+            self.indexed[new] = terms
+            for t in terms:
+                ids = self.index[t]
+                ids[new] = ids.pop(old)
+        for key, cid in self.keys.items():
+            if cid < 0:
+                self.keys[key] = real[cid]
+        for c in self.clusters.values():
+            c.changed = False
+        self.new_keys.clear()
+        self.df_delta.clear()
+        self.assigned.clear()
+        self.titles.clear()
 
     def retire(self, before: datetime) -> list[int]:
         """Forget stories last seen before ``before``; their ids."""
@@ -510,4 +563,6 @@ class Window:
                     if not ids:
                         del self.index[t]
             del self.clusters[cid]
+        if gone:
+            self.keys = {k: cid for k, cid in self.keys.items() if cid in self.clusters}
         return gone
