@@ -98,7 +98,7 @@ class StoriesMixin:
 
         terms = sorted({t for _, f in batch for t in f.terms()} - w.known_terms)
         for chunk in _chunks(terms):
-            w.df.update(self.conn.execute(
+            dict.update(w.df, self.conn.execute(  # the store's figure, not added to
                 f"SELECT term, df FROM story_df WHERE term IN ({','.join('?' * len(chunk))})",
                 chunk).fetchall())
         w.known_terms.update(terms)
@@ -133,7 +133,8 @@ class StoriesMixin:
     def save_stories(self, w: Window, params: Params, *, retire_before: datetime) -> None:
         """Write one clustered batch in one transaction: new and grown stories,
         the changes to their index terms, their keys, every item's story_id, the
-        document frequencies; then retire the stories quiet since
+        document frequencies; stories merged into another are deleted, their
+        items and keys moved to it; then retire the stories quiet since
         ``retire_before``. ``w`` is then ready for the next batch."""
         with self.transaction() as c:
             real: dict[int, int] = {}
@@ -168,6 +169,13 @@ class StoriesMixin:
             c.executemany("INSERT INTO story_df (term, df) VALUES (?, ?) "
                           "ON CONFLICT (term) DO UPDATE SET df = df + excluded.df",
                           [*w.df_delta.items(), ("", float(len(w.assigned)))])
+            merged = [(real.get(into, into), gone) for gone, into in w.merged.items()
+                      if gone > 0]
+            c.executemany("UPDATE items SET story_id = ? WHERE story_id = ?", merged)
+            c.executemany("UPDATE story_keys SET story_id = ? WHERE story_id = ?", merged)
+            c.executemany("DELETE FROM story_terms WHERE story_id = ?",
+                          [(gone,) for _, gone in merged])
+            c.executemany("DELETE FROM stories WHERE id = ?", [(gone,) for _, gone in merged])
             c.execute("DELETE FROM story_terms WHERE story_id IN "
                       "(SELECT id FROM stories WHERE retired = 0 AND last_seen < ?)",
                       (_iso(retire_before),))

@@ -33,6 +33,7 @@ import heapq
 import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -191,18 +192,27 @@ class ItemFeatures:
 
 
 def _count(text: str, stem: Callable[[str], str], stop: frozenset[str], limit: int,
-           counts: dict[str, float], caps: dict[str, float]) -> int:
+           counts: dict[str, float], caps: dict[str, float], pairs: bool = False) -> int:
     """Add the stems of the first ``limit`` words of ``text`` to ``counts``, and
     of those written with a capital or a digit to ``caps``; the words read."""
     words = _WORD.findall(text[:limit * 9])[:limit]
+    prev = ""  # the previous word's stem when it was capitalised
     for word in words:
         lower = word.lower()
         if lower in stop or (len(lower) < 2 and not lower.isdigit()):
+            prev = ""
             continue
         s = stem(lower)
         counts[s] = counts.get(s, 0.0) + 1.0
         if not word[0].islower():
             caps[s] = caps.get(s, 0.0) + 1.0
+            if prev and pairs:
+                pair = prev + " " + s
+                counts[pair] = counts.get(pair, 0.0) + 1.0
+                caps[pair] = caps.get(pair, 0.0) + 1.0
+            prev = s
+        else:
+            prev = ""
     return len(words)
 
 
@@ -220,7 +230,7 @@ def features(title: str | None, texts: Iterable[str | None], *, language: str | 
     budget = params.text_words
     for text in texts:
         if text and budget > 0:
-            budget -= _count(text, stem, stop, budget, text_terms, caps)
+            budget -= _count(text, stem, stop, budget, text_terms, caps, params.name_pairs)
     names = {s for s, n in caps.items() if n >= text_terms[s]}
     title_terms: dict[str, float] = {}
     title_caps: dict[str, float] = {}
@@ -294,10 +304,7 @@ def norm(vec: Mapping[str, float]) -> float:
 
 
 def dot(a: Mapping[str, float], b: Mapping[str, float]) -> float:
-    if len(a) > len(b):
-        a, b = b, a
-    get = b.get
-    return sum(w * get(t, 0.0) for t, w in a.items())
+    return sum(a[t] * b[t] for t in a.keys() & b.keys())
 
 
 def cosine(a: Mapping[str, float], b: Mapping[str, float], norm_b: float | None = None) -> float:
@@ -316,8 +323,8 @@ class Params:
     UCI headlines (the other halves held out)."""
 
     window: timedelta = timedelta(days=3)  # a story seen no later than this is a candidate
-    threshold_text: float = 0.30  # centroid cosine to join, item and story with text
-    threshold_title: float = 0.04  # centroid cosine to join on headlines
+    threshold_text: float = 0.28  # centroid cosine to join, item and story with text
+    threshold_title: float = 0.06  # centroid cosine to join on headlines
     names_gate: float = 0.1  # names' cosine an item with text needs to join a story with text
     generic_share: float = 0.2  # a term in more of the items seen than this is generic
     title_weight: float = 1.5  # title words against text words, for items with text
@@ -330,6 +337,9 @@ class Params:
     probe_terms: int = 20  # item terms looked up in the candidate index
     shortlist: int = 6  # candidates scored exactly
     text_words: int = 150  # words read of an item's texts
+    name_pairs: bool = True  # two capitalised words in a row count as one more term
+    merge_text: float = 0.6  # centroids' cosine at which two stories with text become one
+    merge_title: float = 0.2  # two stories of headlines
 
 
 @dataclass
@@ -362,20 +372,12 @@ def score(vec: Mapping[str, float], f: ItemFeatures, c: Cluster, params: Params,
     story"), or when both have text and their names disagree (``names_gate``;
     ``names`` is the item's ``name_vector``)."""
     text = f.has_text and c.has_text
-    get = c.centroid.get
-    d = 0.0
-    shared = None
-    many = False
-    for t, w in vec.items():
-        cw = get(t)
-        if cw is not None:
-            d += w * cw
-            if shared is None:
-                shared = t
-            else:
-                many = True
-    if not many and (shared is None or df.get(shared, 0.0) > params.generic_share * n):
-        return 0.0
+    centroid = c.centroid
+    shared = vec.keys() & centroid.keys()
+    if len(shared) < 2:
+        if not shared or df.get(next(iter(shared)), 0.0) > params.generic_share * n:
+            return 0.0
+    d = sum(vec[t] * centroid[t] for t in shared)
     sim = d / (c.norm or norm(c.centroid) or 1.0)
     if text and names and params.names_gate and c.names:
         if cosine(names, c.names, c.names_norm or None) < params.names_gate:
@@ -479,16 +481,17 @@ class Window:
 
     clusters: dict[int, Cluster] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)  # same-article keys -> story
-    df: dict[str, float] = field(default_factory=dict)  # document frequency per term
+    df: Counter[str] = field(default_factory=Counter)  # document frequency per term
     n: float = 0.0  # items counted in df
     index: dict[str, dict[int, float]] = field(default_factory=dict)  # term -> story -> weight
     indexed: dict[int, list[str]] = field(default_factory=dict)
     next_new: int = -1  # new stories get negative ids until the store numbers them
     new_keys: dict[str, int] = field(default_factory=dict)
-    df_delta: dict[str, float] = field(default_factory=dict)
+    df_delta: Counter[str] = field(default_factory=Counter)
     assigned: list[tuple[int, int]] = field(default_factory=list)  # (item id, story id)
     titles: dict[int, tuple[int, str | None]] = field(default_factory=dict)  # new: first item
     known_terms: set[str] = field(default_factory=set)  # df loaded from the store
+    merged: dict[int, int] = field(default_factory=dict)  # story -> the story it went into
 
     def add(self, c: Cluster, params: Params) -> None:
         self.clusters[c.id] = c
@@ -528,6 +531,63 @@ class Window:
             best = list(acc.items())
         return [self.clusters[cid] for cid, _ in best]
 
+    def merge_near(self, c: Cluster, params: Params) -> Cluster:
+        """Merge ``c`` with the active story whose centroid is nearest, if that
+        is within ``params.merge``: two stories that began apart and grew
+        together are one (the smaller goes into the larger). The story kept."""
+        bar = params.merge_text if c.has_text else params.merge_title
+        if not bar or not c.norm:
+            return c
+        probe = top_terms(c.centroid, params.probe_terms)
+        for o in self.candidates(probe, params)[:3]:  # itself and the two nearest
+            if o is c or not o.norm or not o.active_at(c.last_seen, params.window):
+                continue
+            if c.has_text != o.has_text:
+                continue
+            if not c.has_text and any(len(a.feeds) == 1 and a.feeds <= b.feeds
+                                      for a, b in ((c, o), (o, c))):
+                continue  # what the same-feed rule kept apart stays apart
+            if dot(c.centroid, o.centroid) / (c.norm * o.norm) >= bar:
+                keep, gone = (o, c) if (o.count, -o.id) >= (c.count, -c.id) else (c, o)
+                self.absorb(keep, gone, params)
+                return keep
+        return c
+
+    def absorb(self, keep: Cluster, gone: Cluster, params: Params) -> None:
+        keep.norm = math.sqrt(_grow(keep.centroid, keep.norm * keep.norm, gone.centroid,
+                                    params.centroid_terms))
+        if gone.names:
+            keep.names_norm = math.sqrt(_grow(keep.names, keep.names_norm ** 2, gone.names,
+                                              params.centroid_terms))
+        keep.count += gone.count
+        keep.feeds |= gone.feeds
+        keep.first_seen = min(keep.first_seen, gone.first_seen)
+        keep.last_seen = max(keep.last_seen, gone.last_seen)
+        keep.has_text = keep.has_text or gone.has_text
+        keep.changed = True
+        for t in self.indexed.pop(gone.id, ()):
+            ids = self.index.get(t)
+            if ids is not None:
+                ids.pop(gone.id, None)
+                if not ids:
+                    del self.index[t]
+        del self.clusters[gone.id]
+        self.reindex(keep, params)
+        for m, into in self.merged.items():
+            if into == gone.id:
+                self.merged[m] = keep.id
+        self.merged[gone.id] = keep.id
+        for k, cid in self.keys.items():
+            if cid == gone.id:
+                self.keys[k] = keep.id
+        for k, cid in self.new_keys.items():
+            if cid == gone.id:
+                self.new_keys[k] = keep.id
+        self.assigned = [(i, keep.id if cid == gone.id else cid) for i, cid in self.assigned]
+        if gone.id < 0 and keep.id < 0 and gone.id in self.titles:
+            if self.titles[gone.id][0] < self.titles[keep.id][0]:
+                self.titles[keep.id] = self.titles[gone.id]
+
     def renumber(self, real: Mapping[int, int]) -> None:
         """Give new stories the ids the store numbered them with, and start the
         next batch: nothing changed, nothing new."""
@@ -548,6 +608,7 @@ class Window:
         for c in self.clusters.values():
             c.changed = False
         self.new_keys.clear()
+        self.merged.clear()
         self.df_delta.clear()
         self.assigned.clear()
         self.titles.clear()

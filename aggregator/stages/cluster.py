@@ -71,12 +71,14 @@ def assign(batch: Sequence[tuple[ClusterItem, ItemFeatures]], w: Window, params:
         target.changed = True
         if target.count < 8 or target.count % 4 == 0:  # a grown story's top terms move slowly
             w.reindex(target, params)
+            if target.count % 2 == 0:
+                target = w.merge_near(target, params)
         for key in keys_of(f):
             if key.startswith("t:") or key not in w.keys:
                 w.keys[key] = w.new_keys[key] = target.id
-        for t in f.terms():
-            w.df[t] = w.df.get(t, 0.0) + 1.0
-            w.df_delta[t] = w.df_delta.get(t, 0.0) + 1.0
+        terms = f.terms()
+        w.df.update(terms)
+        w.df_delta.update(terms)
         w.n += 1
         w.assigned.append((item.id, target.id))
 
