@@ -547,7 +547,11 @@ class Window:
             if not c.has_text and any(len(a.feeds) == 1 and a.feeds <= b.feeds
                                       for a, b in ((c, o), (o, c))):
                 continue  # what the same-feed rule kept apart stays apart
-            if dot(c.centroid, o.centroid) / (c.norm * o.norm) >= bar:
+            shared = c.centroid.keys() & o.centroid.keys()
+            if len(shared) < 2 and (not shared or self.df.get(next(iter(shared)), 0.0)
+                                    > params.generic_share * self.n):
+                continue  # one generic word in common (see score)
+            if sum(c.centroid[t] * o.centroid[t] for t in shared) / (c.norm * o.norm) >= bar:
                 keep, gone = (o, c) if (o.count, -o.id) >= (c.count, -c.id) else (c, o)
                 self.absorb(keep, gone, params)
                 return keep
