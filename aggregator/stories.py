@@ -140,9 +140,52 @@ def title_key(title: str | None) -> str | None:
     return key if len(words) >= 4 else None
 
 
+_VOWELS = frozenset("aeiouy")
+_KEEP = frozenset("news series species always perhaps towards afterwards united".split())
+
+
+def english_stem(word: str) -> str:
+    """A light English stemmer for matching, not for display: plurals, ``-ing``,
+    ``-ed``, ``-ly`` (after Porter's first step). sumy's Snowball stemmers need
+    nltk, whose import alone cost a fresh ``update`` half a second of CPU."""
+    n = len(word)
+    if n <= 3 or not word.isalpha() or word in _KEEP:
+        return word
+    if word.endswith("s"):
+        if word.endswith("ies") and n > 4:
+            return word[:-3] + "y"
+        if word.endswith("sses"):
+            return word[:-2]
+        if word.endswith(("ches", "shes", "xes", "zes")):
+            return word[:-2]
+        if not word.endswith(("ss", "us", "is")):
+            word = word[:-1]
+            n -= 1
+    for suffix in ("ing", "ed"):
+        if word.endswith(suffix) and n - len(suffix) >= 3:
+            stem = word[:-len(suffix)]
+            if not _VOWELS.intersection(stem):
+                break
+            if stem[-1] == stem[-2] and stem[-1] not in "lsz":
+                stem = stem[:-1]
+            return stem
+    if word.endswith("ly") and n > 5:
+        return word[:-2]
+    if word.endswith("e") and n > 4:  # seize, seized: seiz
+        return word[:-1]
+    return word
+
+
 @lru_cache(maxsize=16)
 def _language_tools(language: str) -> tuple[Callable[[str], str], frozenset[str]]:
-    """(stem, stop words) from sumy for a language, English when sumy lacks it."""
+    """(stem, stop words) for a language: English by the light rules above and
+    sumy's list of stop words (read without importing sumy's modules), others
+    by sumy; English when sumy lacks the language."""
+    if language == "english":
+        from importlib.resources import files
+
+        text = (files("sumy") / "data" / "stopwords" / "english.txt").read_text("utf-8")
+        return english_stem, frozenset(w.strip().lower() for w in text.split())
     from sumy.nlp.stemmers import Stemmer
     from sumy.utils import get_stop_words
 
@@ -151,8 +194,6 @@ def _language_tools(language: str) -> tuple[Callable[[str], str], frozenset[str]
         stemmer("test")  # greek and polish need extra packages, found only on first use
         stop = frozenset(w.lower() for w in get_stop_words(language))
     except (LookupError, ValueError):
-        if language == "english":
-            raise
         return _language_tools("english")
     from aggregator.summarize import memo
 
@@ -160,6 +201,8 @@ def _language_tools(language: str) -> tuple[Callable[[str], str], frozenset[str]
 
 
 def _language(code: str | None) -> str:
+    if not code or code.strip().lower()[:2] == "en":
+        return "english"
     from aggregator.summarize import language_name
 
     return language_name(code) or "english"
@@ -339,7 +382,7 @@ class Params:
     text_words: int = 150  # words read of an item's texts
     name_pairs: bool = True  # two capitalised words in a row count as one more term
     merge_text: float = 0.6  # centroids' cosine at which two stories with text become one
-    merge_title: float = 0.2  # two stories of headlines
+    merge_title: float = 0.15  # two stories of headlines
 
 
 @dataclass
