@@ -185,7 +185,7 @@ def _language_tools(language: str) -> tuple[Callable[[str], str], frozenset[str]
         from importlib.resources import files
 
         text = (files("sumy") / "data" / "stopwords" / "english.txt").read_text("utf-8")
-        return english_stem, frozenset(w.strip().lower() for w in text.split())
+        return _memo(english_stem), frozenset(w.strip().lower() for w in text.split())
     from sumy.nlp.stemmers import Stemmer
     from sumy.utils import get_stop_words
 
@@ -195,9 +195,23 @@ def _language_tools(language: str) -> tuple[Callable[[str], str], frozenset[str]
         stop = frozenset(w.lower() for w in get_stop_words(language))
     except (LookupError, ValueError):
         return _language_tools("english")
-    from aggregator.summarize import memo
+    return _memo(stemmer), stop
 
-    return memo(stemmer), stop
+
+def _memo(stem: Callable[[str], str], size: int = 200_000) -> Callable[[str], str]:
+    """``stem`` with a bounded memo: news repeats its words all day."""
+    cache: dict[str, str] = {}
+    get = cache.get
+
+    def memo(word: str) -> str:
+        s = get(word)
+        if s is None:
+            if len(cache) > size:
+                cache.clear()
+            s = cache[word] = stem(word)
+        return s
+
+    return memo
 
 
 def _language(code: str | None) -> str:
