@@ -13,18 +13,32 @@ Google News' public description (titles, text, publication time):
    publisher. The same headline in two *different* feeds joins too
    (NewsBlur's first rule, an exact title); in one feed never: sites reuse
    titles ("Letters", "Weather").
-2. Otherwise the item becomes a TF-IDF vector (``vector``: title words always,
-   summary and article text when there are any; stop words and stems from
-   sumy's lists for the item's language; document frequencies kept
-   incrementally by the caller) and joins the active story whose centroid is
-   most similar (cosine), if that is above the threshold and the story was
-   seen within the time window; else it starts a new story.
+2. Otherwise the item becomes a TF-IDF vector (``vector``: the first
+   ``text_words`` words of its summary and article text when there are any,
+   its title words weighing ``title_weight`` more; stop words out, stems by a
+   light English stemmer or sumy's for other languages; document frequencies
+   kept incrementally by the caller, the IDF smoothed by ``idf_prior``
+   imagined items). The index of the window's stories (their heaviest
+   centroid terms) gives a shortlist; the item joins the shortlisted active
+   story whose centroid is most similar (cosine) if that is above the
+   threshold (``threshold_text`` when both have text, ``threshold_title`` for
+   headlines); else it starts a new story.
 3. Same event against same topic: two earthquakes in one week share most of
    their vocabulary ("quake", "magnitude", "killed"); what differs are names,
-   places and numbers. Words capitalised inside a sentence and numbers weigh
-   more, and the thresholds (tuned on ECB+, where every topic holds two
-   different events, and on Google-News headlines) keep them apart.
-4. Stories not seen for a window retire and are no longer candidates.
+   places and numbers. A name is a word a text always capitalises (or two such
+   words in a row, or a number); names weigh ``name_boost`` more, and an item
+   whose names disagree with a story's names (``names_gate``) does not join it.
+4. Generic words never make a story: when an item and a story share a single
+   term, that term must be in at most ``generic_share`` of the items seen (on a
+   young database "story" in "Alpha story" and "Beta story" is as rare as any
+   word by IDF, but not by this count).
+5. Two stories that grow together become one (``merge_text``,
+   ``merge_title``: their centroids' cosine), the smaller into the larger; a
+   story the same-feed rule kept apart stays apart.
+6. Stories not seen for a window retire and are no longer candidates.
+
+Tuned with ``bench/stories.py`` on one half of ECB+ (news texts, two events
+per topic) and of the UCI Google-News headlines; the other halves held out.
 """
 
 from __future__ import annotations
@@ -393,6 +407,7 @@ class Params:
     index_terms: int = 20  # centroid terms a story is found by (the candidate index)
     probe_terms: int = 20  # item terms looked up in the candidate index
     shortlist: int = 6  # candidates scored exactly
+    posting_cap: int = 200  # stories an index term may head and still find candidates
     text_words: int = 150  # words read of an item's texts
     name_pairs: bool = True  # two capitalised words in a row count as one more term
     merge_text: float = 0.6  # centroids' cosine at which two stories with text become one
@@ -577,11 +592,13 @@ class Window:
         terms), best first: the shortlist scored exactly."""
         acc: dict[int, float] = {}
         index = self.index
+        cap = params.posting_cap
         for t, w in top_terms(vec, params.probe_terms).items():
             ids = index.get(t)
-            if ids:
+            if ids and len(ids) <= cap:  # a term heading this many stories finds none
+                get = acc.get
                 for cid, cw in ids.items():
-                    acc[cid] = acc.get(cid, 0.0) + w * cw
+                    acc[cid] = get(cid, 0.0) + w * cw
         if len(acc) > params.shortlist:
             best = heapq.nlargest(params.shortlist, acc.items(), key=itemgetter(1))
         else:
