@@ -46,7 +46,8 @@ def keys_of(f: ItemFeatures) -> list[str]:
 
 def features_of(item: ClusterItem, params: Params) -> ItemFeatures:
     return stories.features(item.title, item.texts, language=item.language, guid=item.guid,
-                            url=item.url, feed_url=item.feed_url, params=params)
+                            url=item.url, feed_url=item.feed_url, text_words=params.text_words,
+                            name_pairs=params.name_pairs)
 
 
 def assign(batch: Sequence[tuple[ClusterItem, ItemFeatures]], w: Window, params: Params) -> None:
