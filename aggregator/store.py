@@ -237,6 +237,17 @@ def m008_media(db: sqlite_utils.Database) -> None:
     storemedia.create(db.conn)
 
 
+@migration
+def m009_story_names(db: sqlite_utils.Database) -> None:
+    """``stories.names``: the centroid of the members' names and numbers (JSON
+    term -> weight), which an item with text must agree with to join a story
+    (stories.py: same event against same topic); story_keys by story, for
+    merging stories."""
+    db.execute("ALTER TABLE stories ADD COLUMN names TEXT NOT NULL DEFAULT '{}'")
+    # two stories that grow together merge: the gone story's keys move to the kept one
+    db.execute("CREATE INDEX story_keys_story ON story_keys (story_id)")
+
+
 def iso(when: datetime | None) -> str | None:
     if when is None:
         return None

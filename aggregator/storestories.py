@@ -13,6 +13,8 @@ Tables (migration ``m005_stories`` in store.py):
                   "g:" publisher + guid, "t:" headline
     story_df      (term, df): document frequencies; the row with term '' holds
                   the number of items counted
+    stories.names (migration ``m009_story_names``): JSON term -> weight, the
+                  centroid of the members' names and numbers (stories.py)
 """
 
 from __future__ import annotations
@@ -24,12 +26,28 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-from aggregator.stories import Cluster, ClusterItem, ItemFeatures, Params, Window
+from aggregator.stories import (
+    Cluster,
+    ClusterItem,
+    ItemFeatures,
+    Params,
+    Window,
+    index_terms,
+    norm,
+    top_terms,
+)
 from aggregator.types import Entry
 
 __all__ = ["StoriesMixin", "StoryRow"]
 
 _CHUNK = 500  # host parameters per IN (...)
+_DF_MEMORY = 200_000  # document frequencies a pass keeps in memory at most
+
+
+def _vector_json(vec: dict[str, float], params: Params) -> str:
+    """A centroid's heaviest terms as stored."""
+    return json.dumps({t: round(v, 5) for t, v in top_terms(vec, params.centroid_terms).items()},
+                      ensure_ascii=False)
 
 
 def _iso(when: datetime) -> str:
@@ -56,101 +74,118 @@ class StoriesMixin:
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:  # pragma: no cover
         raise NotImplementedError
 
-    def unclustered_items(self, limit: int, *, now: datetime) -> list[ClusterItem]:
+    def unclustered_items(self, limit: int, *, now: datetime,
+                          text_chars: int = 4000) -> list[ClusterItem]:
         """Items without a story, oldest first (their time: published, never
-        later than when they were first seen)."""
+        later than when they were first seen), each text cut at ``text_chars``
+        (the rules read the first words only)."""
         rows = self.conn.execute(
-            "SELECT i.id, i.feed_id, f.url, i.guid, i.url, i.title, i.content_text, "
-            "i.article_text, coalesce(i.language, f.language), i.sort_date, i.first_seen "
-            "FROM items i JOIN feeds f ON f.id = i.feed_id WHERE i.story_id IS NULL "
-            "ORDER BY i.sort_date, i.id LIMIT ?", (limit,)).fetchall()
+            "SELECT i.id, i.feed_id, f.url, i.guid, i.url, i.title, substr(i.content_text, 1, ?), "
+            "substr(i.article_text, 1, ?), coalesce(i.language, f.language), i.sort_date, "
+            "i.first_seen FROM items i JOIN feeds f ON f.id = i.feed_id "
+            "WHERE i.story_id IS NULL ORDER BY i.sort_date, i.id LIMIT ?",
+            (text_chars, text_chars, limit)).fetchall()
         return [ClusterItem(r[0], r[1], r[2], r[3], r[4], r[5], (r[6], r[7]), r[8],
                             min(_time(r[9]), _time(r[10]), now)) for r in rows]
 
-    def story_window(self, batch: Sequence[tuple[ClusterItem, ItemFeatures]],
+    def story_window(self, w: Window, batch: Sequence[tuple[ClusterItem, ItemFeatures]],
                      params: Params) -> Window:
-        """What a batch is clustered against: the stories its same-article keys
-        name, the active stories sharing a term with it (the candidate index),
-        and the document frequencies of its terms."""
+        """Fill ``w`` with what a batch is clustered against and it lacks: the
+        document frequencies of the batch's terms, the stories its same-article
+        keys name, and the active stories sharing a term with it (the candidate
+        index, ``story_terms``). A window lives for one pass of the stage."""
         from aggregator.stages.cluster import keys_of
-        from aggregator.stories import vector
 
-        w = Window()
-        terms = sorted({t for _, f in batch for t in f.terms()})
+        terms = sorted({t for _, f in batch for t in f.terms()} - w.known_terms)
         for chunk in _chunks(terms):
-            w.df.update(self.conn.execute(
+            dict.update(w.df, self.conn.execute(  # the store's figure, not added to
                 f"SELECT term, df FROM story_df WHERE term IN ({','.join('?' * len(chunk))})",
                 chunk).fetchall())
-        row = self.conn.execute("SELECT df FROM story_df WHERE term = ''").fetchone()
-        w.n = row[0] if row else 0.0
-        keys = sorted({k for _, f in batch for k in keys_of(f)})
+        w.known_terms.update(terms)
+        if not w.n:
+            row = self.conn.execute("SELECT df FROM story_df WHERE term = ''").fetchone()
+            w.n = row[0] if row else 0.0
+        keys = sorted({k for _, f in batch for k in keys_of(f)} - w.keys.keys())
+        found: dict[str, int] = {}
         for chunk in _chunks(keys):
-            w.keys.update(self.conn.execute(
+            found.update(self.conn.execute(
                 f"SELECT key, story_id FROM story_keys WHERE key IN ({','.join('?' * len(chunk))})",
                 chunk).fetchall())
-        probes = sorted({t for _, f in batch for t in vector(f, w.df, w.n, params)})
-        ids = set(w.keys.values())
-        for chunk in _chunks(probes):
+        ids = set(found.values())
+        for chunk in _chunks(terms):
             ids.update(r[0] for r in self.conn.execute(
                 "SELECT DISTINCT story_id FROM story_terms "
                 f"WHERE term IN ({','.join('?' * len(chunk))})", chunk))
-        for chunk in _chunks(sorted(ids)):
+        for chunk in _chunks(sorted(ids - w.clusters.keys())):
             for r in self.conn.execute(
-                    "SELECT id, centroid, item_count, feed_ids, first_seen, last_seen, has_text "
-                    f"FROM stories WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-                c = Cluster(r[0], json.loads(r[1]), r[2], set(json.loads(r[3])),
-                            _time(r[4]), _time(r[5]), bool(r[6]))
-                from aggregator.stories import norm
-
-                c.norm = norm(c.centroid)
+                    "SELECT id, centroid, item_count, feed_ids, first_seen, last_seen, has_text, "
+                    f"names FROM stories WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                centroid = json.loads(r[1])
+                names = json.loads(r[7])
+                c = Cluster(r[0], centroid, r[2], set(json.loads(r[3])), _time(r[4]),
+                            _time(r[5]), bool(r[6]), norm=norm(centroid), names=names,
+                            names_norm=norm(names),
+                            stored_terms=frozenset(index_terms(centroid, params)))
                 w.add(c, params)
+        w.keys.update((k, cid) for k, cid in found.items() if cid in w.clusters)
         return w
 
     def save_stories(self, w: Window, params: Params, *, retire_before: datetime) -> None:
         """Write one clustered batch in one transaction: new and grown stories,
-        their index terms and keys, every item's story_id, the document
-        frequencies; then retire the stories quiet since ``retire_before``."""
-        from aggregator.stories import index_terms
-
+        the changes to their index terms, their keys, every item's story_id, the
+        document frequencies; stories merged into another are deleted, their
+        items and keys moved to it; then retire the stories quiet since
+        ``retire_before``. ``w`` is then ready for the next batch."""
         with self.transaction() as c:
             real: dict[int, int] = {}
             for cid, cl in w.clusters.items():
                 if cid < 0:
                     item_id, title = w.titles[cid]
                     real[cid] = c.execute(
-                        "INSERT INTO stories (first_seen, last_seen, title, item_id, item_count, "
-                        "source_count, feed_ids, centroid, has_text) VALUES (?, ?, ?, ?, 0, 0, "
-                        "'[]', '{}', 0)",
+                        "INSERT INTO stories (first_seen, last_seen, title, item_id) "
+                        "VALUES (?, ?, ?, ?)",
                         (_iso(cl.first_seen), _iso(cl.last_seen), title, item_id)).lastrowid or 0
-                else:
-                    real[cid] = cid
-            changed = [(real[cid], cl) for cid, cl in w.clusters.items() if cl.changed]
+            changed = [(real.get(cid, cid), cl) for cid, cl in w.clusters.items() if cl.changed]
             c.executemany(
                 "UPDATE stories SET first_seen = ?, last_seen = ?, item_count = ?, "
-                "source_count = ?, feed_ids = ?, centroid = ?, has_text = ?, retired = 0 "
-                "WHERE id = ?",
+                "source_count = ?, feed_ids = ?, centroid = ?, has_text = ?, names = ?, "
+                "retired = 0 WHERE id = ?",
                 [(_iso(cl.first_seen), _iso(cl.last_seen), cl.count, len(cl.feeds),
-                  json.dumps(sorted(cl.feeds)),
-                  json.dumps({t: round(v, 5) for t, v in cl.centroid.items()},
-                             ensure_ascii=False),
-                  int(cl.has_text), sid) for sid, cl in changed])
-            c.executemany("DELETE FROM story_terms WHERE story_id = ?",
-                          [(sid,) for sid, _ in changed])
-            c.executemany("INSERT OR IGNORE INTO story_terms (term, story_id) VALUES (?, ?)",
-                          [(t, sid) for sid, cl in changed
-                           for t in index_terms(cl.centroid, params)])
+                  json.dumps(sorted(cl.feeds)), _vector_json(cl.centroid, params),
+                  int(cl.has_text), _vector_json(cl.names, params), sid) for sid, cl in changed])
+            gone: list[tuple[str, int]] = []
+            new: list[tuple[str, int]] = []
+            for sid, cl in changed:
+                terms = frozenset(index_terms(cl.centroid, params))
+                gone.extend((t, sid) for t in cl.stored_terms - terms)
+                new.extend((t, sid) for t in terms - cl.stored_terms)
+                cl.stored_terms = terms
+            c.executemany("DELETE FROM story_terms WHERE term = ? AND story_id = ?", gone)
+            c.executemany("INSERT OR IGNORE INTO story_terms (term, story_id) VALUES (?, ?)", new)
             c.executemany("INSERT OR REPLACE INTO story_keys (key, story_id) VALUES (?, ?)",
-                          [(k, real[cid]) for k, cid in w.new_keys.items()])
+                          [(k, real.get(cid, cid)) for k, cid in w.new_keys.items()])
             c.executemany("UPDATE items SET story_id = ? WHERE id = ? AND story_id IS NULL",
-                          [(real[cid], item_id) for item_id, cid in w.assigned])
+                          [(real.get(cid, cid), item_id) for item_id, cid in w.assigned])
             c.executemany("INSERT INTO story_df (term, df) VALUES (?, ?) "
                           "ON CONFLICT (term) DO UPDATE SET df = df + excluded.df",
                           [*w.df_delta.items(), ("", float(len(w.assigned)))])
+            merged = [(real.get(into, into), gone) for gone, into in w.merged.items()
+                      if gone > 0]
+            c.executemany("UPDATE items SET story_id = ? WHERE story_id = ?", merged)
+            c.executemany("UPDATE story_keys SET story_id = ? WHERE story_id = ?", merged)
+            c.executemany("DELETE FROM story_terms WHERE story_id = ?",
+                          [(gone,) for _, gone in merged])
+            c.executemany("DELETE FROM stories WHERE id = ?", [(gone,) for _, gone in merged])
             c.execute("DELETE FROM story_terms WHERE story_id IN "
                       "(SELECT id FROM stories WHERE retired = 0 AND last_seen < ?)",
                       (_iso(retire_before),))
             c.execute("UPDATE stories SET retired = 1 WHERE retired = 0 AND last_seen < ?",
                       (_iso(retire_before),))
+        w.renumber(real)
+        w.retire(retire_before)
+        if len(w.df) > _DF_MEMORY:  # the vocabulary grows with the pass: read again as needed
+            w.df.clear()
+            w.known_terms.clear()
 
     def stories(self, *, since: datetime, min_sources: int = 1,
                 limit: int | None = None) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@
     python -m bench.stories --mode memory        # the rules alone, no HTTP, no SQLite
     python -m bench.stories --mode memory --tune # sweep the thresholds on the tune half
     python -m bench.stories --set uci --half test
+    python -m bench.stories --no-farm            # without the farm's ingest with/without stories
 
 Each set is served as feeds from a local HTTP server on 127.0.0.1 (one feed per
 publisher, each item with its timestamp and, for ECB+, its text as the item's
@@ -18,7 +19,9 @@ ECB+ has no timestamps: its texts get times spread over 48 hours in a seeded
 random order (every text in one window, so time does not help). ECB+ texts
 without a URL get one on the local server. Speed is measured on the clustering
 stage alone (``cluster_pending`` on the ingested database, story tables
-emptied first), items per second, including the candidate index upkeep.
+emptied first), items per second of wall clock and of CPU time, including the
+candidate index upkeep. Last, the bench farm's cold ingest (6000 items) runs with
+the stories stage and with ``--no-stories`` (``--no-farm`` skips it).
 """
 
 from __future__ import annotations
@@ -213,26 +216,67 @@ def _reset(db: Path) -> None:
 
 def stage_speed(db: Path) -> dict[str, float]:
     """Items per second of the clustering stage alone on an ingested database
-    (story tables emptied first): cold (a new process: imports, empty stem
-    cache) and warm (as in a running daemon), and the warm run's peak traced
-    memory (MiB, a third run: tracing slows it)."""
+    (story tables emptied first), by the wall clock and by the process's CPU time
+    (the machine is shared: CPU time is the steadier figure): cold (the first run
+    in this process: empty stem memo, as in a new ``update``) and warm (as in a
+    running daemon), and the peak traced memory (MiB, a third run: tracing slows
+    it)."""
     from aggregator.stages.cluster import cluster_pending
     from aggregator.store import Store
 
-    out = {}
+    out: dict[str, float] = {}
     for run in ("cold", "warm", "memory"):
         _reset(db)
         with Store(db) as store:
             if run == "memory":
                 tracemalloc.start()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             n = cluster_pending(store)
-            elapsed = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             if run == "memory":
                 out["stage_peak_mib"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
                 tracemalloc.stop()
             else:
-                out[f"stage_{run}_items_per_s"] = round(n / elapsed)
+                out[f"stage_{run}_items_per_s"] = round(n / wall)
+                out[f"stage_{run}_items_per_cpu_s"] = round(n / cpu)
+    return out
+
+
+def farm_ingest(repeats: int = 3) -> dict[str, float]:
+    """Cold ``update --all --no-articles --no-summaries --no-publish`` of the
+    bench farm (200 feeds x 30 items of BBC text, bench/farm.py) from a fresh
+    database, with the stories stage and with ``--no-stories``, taking turns;
+    medians of wall seconds and of the child's CPU seconds."""
+    import resource
+    import statistics
+
+    from bench.farm import Farm
+
+    times: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    with Farm(200, 30).serve(0) as farm, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        opml = farm.write_opml(work / "farm.opml")
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        for _ in range(repeats):
+            for label, extra in (("stories", []), ("no_stories", ["--no-stories"])):
+                db = work / f"{label}.db"
+                for p in work.glob(f"{label}.db*"):
+                    p.unlink()
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "aggregator", "--db", str(db),
+                                "--feeds", str(opml), "--output", str(work / "public"),
+                                "update", "--all", "--no-articles", "--no-summaries",
+                                "--no-publish", *extra], check=True, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
+                wall = time.perf_counter() - t0
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                times[label].append((wall, cpu))
+    out: dict[str, float] = {"farm_items": 6000}
+    for label, runs in times.items():
+        out[f"ingest_{label}_s"] = round(statistics.median(w for w, _ in runs), 2)
+        out[f"ingest_{label}_cpu_s"] = round(statistics.median(c for _, c in runs), 2)
     return out
 
 
@@ -258,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--half", choices=("tune", "test", "all", "each"), default="each")
     ap.add_argument("--mode", choices=("update", "memory"), default="update")
     ap.add_argument("--tune", action="store_true")
+    ap.add_argument("--no-farm", action="store_true",
+                    help="skip the cold ingest of the bench farm with and without stories")
     args = ap.parse_args(argv)
     if not SHARED.is_dir():
         print(f"no data at {SHARED}", file=sys.stderr)
@@ -289,9 +335,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                        stories=len(set(pred.values())))
             results.append(row)
             print("  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    ingest: dict[str, float] = {}
+    if args.mode == "update" and not args.tune and not args.no_farm:
+        ingest = farm_ingest()
+        print("  ".join(f"{k} {v}" for k, v in ingest.items()), flush=True)
     if results and args.mode == "update" and args.half == "each" and args.set == "both":
         RESULTS.write_text(json.dumps({"when": datetime.now(UTC).isoformat(timespec="seconds"),
-                                       "results": results}, indent=1) + "\n")
+                                       "results": results, "ingest": ingest}, indent=1) + "\n")
     return 0
 
 

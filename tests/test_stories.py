@@ -105,6 +105,42 @@ def test_two_earthquakes_are_related_not_the_same_story():
     assert got[1] != got[3]
 
 
+def test_three_headlines_sharing_one_generic_word_stay_three_stories():
+    """On a young database every word looks rare: "story" in all three headlines
+    must not make them one story."""
+    got = _cluster([_item(1, 1, "Alpha story"), _item(2, 2, "Beta story", hours=1),
+                    _item(3, 3, "Gamma story", hours=2)])
+    assert len(set(got.values())) == 3
+    got = _cluster([_item(1, 1, "Alpha story"), _item(2, 2, "Beta story", hours=1),
+                    _item(3, 3, "Gamma story", hours=2), _item(4, 4, "Alpha story hits", hours=3)])
+    assert len({got[1], got[2], got[3]}) == 3
+    assert got[4] == got[1]  # the word only one story has still joins
+
+
+def test_a_rare_shared_word_joins_headlines_of_a_known_story():
+    """The generic-word rule counts documents: one shared word that few of the items
+    seen carry (a name) is evidence."""
+    filler = [_item(10 + k, 10 + k, f"{w} council meeting planned", hours=k * 0.1)
+              for k, w in enumerate(("Leeds", "York", "Hull", "Bath", "Ely", "Wells"))]
+    got = _cluster([*filler, _item(1, 1, "Sukanya intercepts pirates", hours=1),
+                    _item(2, 2, "Sukanya seizes arms", hours=2)])
+    assert got[1] == got[2]
+    assert got[1] not in {got[k] for k in range(10, 16)}
+
+
+FORE = [(1, 1, "Deputy governor appointed at the central bank"),
+        (2, 2, "Forex trading probe questions trust in traders"),
+        (3, 3, "Central bank deputy governor appointed amid forex trading probe"),
+        (4, 4, "Forex trading probe: central bank deputy governor appointed")]
+
+
+def test_two_stories_that_grow_together_merge():
+    got = _cluster([_item(n, feed, title, hours=n) for n, feed, title in FORE[:2]])
+    assert got[1] != got[2]  # nothing in common yet
+    got = _cluster([_item(n, feed, title, hours=n) for n, feed, title in FORE])
+    assert len(set(got.values())) == 1
+
+
 def test_a_story_out_of_the_time_window_is_not_joined():
     got = _cluster([_item(1, 1, "Parliament votes on the budget plan today", "Budget vote."),
                     _item(2, 2, "Parliament votes on the budget plan today", "Budget vote.",
@@ -223,6 +259,55 @@ def test_stage_retires_quiet_stories_and_joins_later_items_across_batches(tmp_pa
         assert rows == {ids[1]: 1, ids[4]: 0}
         assert c.execute("SELECT count(*) FROM story_terms WHERE story_id = ?",
                          (ids[1],)).fetchone() == (0,)
+
+
+def _store_with_items(db: Path, items: list[tuple[int, int, str, str | None]]) -> None:
+    from aggregator.store import Store
+
+    with Store(db) as store, store.transaction() as c:
+        for f in sorted({feed for _, feed, _, _ in items}):
+            c.execute("INSERT INTO feeds (id, url, origin_url, added_at) VALUES (?, ?, ?, ?)",
+                      (f, f"http://127.0.0.1/{f}.xml", f"http://127.0.0.1/{f}.xml", T0.isoformat()))
+        for n, feed, title, text in items:
+            when = (T0 + timedelta(hours=n)).isoformat()
+            c.execute("INSERT INTO items (id, feed_id, key, title, content_text, first_seen, "
+                      "changed_at, sort_date, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '')",
+                      (n, feed, str(n), title, text, when, when, when))
+
+
+def test_stories_merged_across_batches_move_their_items_and_keys(tmp_path):
+    """One item per batch: the first two items' stories are stored apart, the third
+    item brings them together; the story that goes leaves no row, no index terms,
+    and its items and keys belong to the one kept."""
+    from aggregator.store import Store
+
+    db = tmp_path / "m.db"
+    _store_with_items(db, [(n, feed, title, None) for n, feed, title in FORE])
+    with Store(db) as store:
+        assert cluster_pending(store, limit=1, clock=lambda: T0 + timedelta(days=1)) == 4
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*), min(id) = max(id) FROM stories").fetchone() == (1, 1)
+        (sid, count, sources), = c.execute("SELECT id, item_count, source_count FROM stories")
+        assert (count, sources) == (4, 4)
+        assert c.execute("SELECT DISTINCT story_id FROM items").fetchall() == [(sid,)]
+        assert c.execute("SELECT DISTINCT story_id FROM story_keys").fetchall() == [(sid,)]
+        assert c.execute("SELECT DISTINCT story_id FROM story_terms").fetchall() == [(sid,)]
+
+
+def test_three_stories_in_three_feeds_stay_three_through_the_stage(tmp_path):
+    from aggregator.store import Store
+
+    db = tmp_path / "g.db"
+    _store_with_items(db, [(1, 1, "Alpha story", "Alpha story."),
+                           (2, 2, "Beta story", "Beta story."),
+                           (3, 3, "Gamma story", None)])
+    with Store(db) as store:
+        assert cluster_pending(store, clock=lambda: T0 + timedelta(days=1)) == 3
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(DISTINCT story_id), count(*) FROM items").fetchone() == (
+            3, 3)
+        assert c.execute("SELECT sum(item_count), max(source_count) FROM stories").fetchone() == (
+            3, 1)
 
 
 def test_stories_on_a_missing_database_creates_nothing(tmp_path, capsys):

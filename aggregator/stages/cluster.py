@@ -5,10 +5,10 @@ finishes it before it exits, the daemon runs it on its own executor. One batch
 of items not yet clustered, oldest first::
 
     items   = store.unclustered_items(limit)            # story_id IS NULL
-    window  = store.story_window(features of the batch)  # the candidate stories,
-                                                         # document frequencies
-    assign(items, window)                                # stories.py's rules, in memory
-    store.save_stories(window, ...)                      # one transaction
+    store.story_window(window, features of the batch)   # what the pass's window lacks:
+                                                        # candidate stories, frequencies
+    assign(items, window)                               # stories.py's rules, in memory
+    store.save_stories(window, ...)                     # one transaction
 
 The store's candidate index (``story_terms``) holds the heaviest centroid
 terms of the stories active in the time window only; stories that go quiet
@@ -29,7 +29,7 @@ __all__ = ["ClusterItem", "Window", "assign", "cluster_pending", "keys_of"]
 
 log = logging.getLogger("aggregator.cluster")
 
-BATCH = 500
+BATCH = 1000
 
 
 def keys_of(f: ItemFeatures) -> list[str]:
@@ -46,7 +46,8 @@ def keys_of(f: ItemFeatures) -> list[str]:
 
 def features_of(item: ClusterItem, params: Params) -> ItemFeatures:
     return stories.features(item.title, item.texts, language=item.language, guid=item.guid,
-                            url=item.url, feed_url=item.feed_url, params=params)
+                            url=item.url, feed_url=item.feed_url, text_words=params.text_words,
+                            name_pairs=params.name_pairs)
 
 
 def assign(batch: Sequence[tuple[ClusterItem, ItemFeatures]], w: Window, params: Params) -> None:
@@ -55,30 +56,30 @@ def assign(batch: Sequence[tuple[ClusterItem, ItemFeatures]], w: Window, params:
         vec = stories.vector(f, w.df, w.n, params)
         target = _same_article(item, f, w, params)
         if target is None:
-            candidates = {cid for t in stories.probe_terms(vec, params)
-                          for cid in w.index.get(t, ())}
             target, _ = stories.choose(vec, f, item.feed_id, item.when,
-                                       (w.clusters[cid] for cid in candidates), params)
+                                       w.candidates(vec, params), params, w.df, w.n)
         if target is None:
             target = Cluster(w.next_new, {}, 0, set(), item.when, item.when)
             w.next_new -= 1
             w.titles[target.id] = (item.id, item.title)
             w.clusters[target.id] = target
-        target.centroid = stories.add_to_centroid(target.centroid, vec, params.centroid_terms)
-        target.norm = stories.norm(target.centroid)
+        stories.join(target, vec, f, params)
         target.count += 1
         target.feeds.add(item.feed_id)
         target.first_seen = min(target.first_seen, item.when)
         target.last_seen = max(target.last_seen, item.when)
         target.has_text = target.has_text or f.has_text
         target.changed = True
-        w.reindex(target, params)
+        if target.count < 8 or target.count % 4 == 0:  # a grown story's top terms move slowly
+            w.reindex(target, params)
+            if target.count % 2 == 0:
+                target = w.merge_near(target, params)
         for key in keys_of(f):
             if key.startswith("t:") or key not in w.keys:
                 w.keys[key] = w.new_keys[key] = target.id
-        for t in f.terms():
-            w.df[t] = w.df.get(t, 0.0) + 1.0
-            w.df_delta[t] = w.df_delta.get(t, 0.0) + 1.0
+        terms = f.terms()
+        w.df.update(terms)
+        w.df_delta.update(terms)
         w.n += 1
         w.assigned.append((item.id, target.id))
 
@@ -109,12 +110,13 @@ def cluster_pending(store: object, params: Params | None = None, *, limit: int =
     params = params or Params()
     now = (clock or (lambda: datetime.now(UTC)))()
     done = 0
+    w = Window()  # the pass's stories and statistics, filled as batches need them
     while not (should_stop and should_stop()):
-        items = store.unclustered_items(limit, now=now)
+        items = store.unclustered_items(limit, now=now, text_chars=params.text_words * 9)
         if not items:
             break
         batch = [(item, features_of(item, params)) for item in items]
-        w = store.story_window(batch, params)
+        store.story_window(w, batch, params)
         assign(batch, w, params)
         newest = min(now, max(item.when for item in items))
         store.save_stories(w, params, retire_before=newest - params.window)
