@@ -332,8 +332,13 @@ def _item(entry: Entry, env: jinja2.Environment) -> _Item:
         updated=updated,
     )
     content = env.get_template("content.html").render(item=fields)
+    check = safe_url
+    if private:  # a member podcast's files carry its token: the site-link rule applies
+        def check(u: str | None) -> str | None:
+            out = safe_url(u)
+            return None if reveals(out, entry.feed_url, entry.feed_origin) else out
     return _Item(**fields, content_html=content,  # type: ignore[arg-type]
-                 enclosures=media.for_output(entry.enclosures, safe_url))
+                 enclosures=media.for_output(entry.enclosures, check))
 
 
 @dataclass(frozen=True)

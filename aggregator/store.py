@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from aggregator import decide, storeretention, storesearch
 from aggregator.errors import StorageError
-from aggregator.storeretention import RetentionMixin
 from aggregator.storemedia import MediaMixin
 from aggregator.storemetrics import MetricsMixin
+from aggregator.storeretention import RetentionMixin
 from aggregator.storestories import StoriesMixin
 from aggregator.types import Entry, ParsedFeed, ParsedItem, Subscription, Summary
 
