@@ -5,11 +5,19 @@ Every server is a real one on 127.0.0.1; host names go through the fake resolver
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from aggregator import retention
+from aggregator.config import Settings
+from aggregator.stages.prune import prune
 from aggregator.store import Store
 from aggregator.types import Subscription
 from aggregator.update import publish_now
+from bench.retention import START, fill_day
 from tests.hostile_servers import local_httpserver, one_pass, settings_for, write_opml
 
 MEDIA_NS = "http://search.yahoo.com/mrss/"
@@ -67,3 +75,38 @@ def test_a_private_feeds_enclosures_never_publish_its_token(tmp_path: Path) -> N
     assert by_title["three"]["attachments"] == [{"url": f"{base}/public/three.mp3",
                                                  "mime_type": "audio/mpeg",
                                                  "size_in_bytes": 1234}]
+
+
+# --- retention ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damaged", ["not json", "", "[1, 2", '{"a": 1}', "null", '"7"'])
+def test_a_damaged_latest_document_neither_stops_prune_nor_loses_its_feeds_items(
+        tmp_path: Path, damaged: str) -> None:
+    """Attack: feeds.latest_items holds something that is no JSON list (a damaged
+    file, a hand edit). json_each raised "malformed JSON" on it, so the daily prune
+    failed every day; a JSON value that is no list protected nothing. Either way the
+    feed now counts as one whose document is not known: its newest items stay."""
+    subs = [Subscription(f"http://feed{k}.example/rss", f"Feed {k}", "News") for k in range(2)]
+    with Store(tmp_path / "x.db") as store:
+        history: dict[str, list[Any]] = {}
+        for day in range(40):
+            fill_day(store, day, subs, 4, history, article_words=20)
+        feed_id = store.feed(subs[0].url).id  # type: ignore[union-attr]
+        newest = [r[0] for r in store.conn.execute(
+            "SELECT id FROM items WHERE feed_id = ? ORDER BY sort_date DESC, id DESC LIMIT ?",
+            (feed_id, retention.UNKNOWN_DOCUMENT_KEEP))]
+        store.conn.execute("UPDATE feeds SET latest_items = ? WHERE id = ?", (damaged, feed_id))
+        settings = Settings(keep_days=5, keep_article_text_days=2, max_entries=3,
+                            category_max_entries=3)
+        report = prune(settings, store, now=START + timedelta(days=40))
+        assert report.items > 0
+        left = {r[0] for r in store.conn.execute("SELECT id FROM items WHERE feed_id = ?",
+                                                 (feed_id,))}
+        assert set(newest) <= left
+        # the other feed's document still protects exactly its own items
+        other = store.feed(subs[1].url).id  # type: ignore[union-attr]
+        (doc,) = store.conn.execute("SELECT latest_items FROM feeds WHERE id = ?",
+                                    (other,)).fetchone()
+        assert set(json.loads(doc)) <= {r[0] for r in store.conn.execute(
+            "SELECT id FROM items WHERE feed_id = ?", (other,))}
