@@ -10,15 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator import retention
 from aggregator.config import Settings
+from aggregator.metrics import Metrics, status_label
 from aggregator.stages.prune import prune
 from aggregator.store import Store
 from aggregator.types import Subscription
 from aggregator.update import publish_now
 from bench.retention import START, fill_day
-from tests.hostile_servers import local_httpserver, one_pass, settings_for, write_opml
+from tests.hostile_servers import (
+    RawServer,
+    answers,
+    local_httpserver,
+    one_pass,
+    settings_for,
+    write_opml,
+)
 
 MEDIA_NS = "http://search.yahoo.com/mrss/"
 
@@ -110,3 +119,35 @@ def test_a_damaged_latest_document_neither_stops_prune_nor_loses_its_feeds_items
                                     (other,)).fetchone()
         assert set(json.loads(doc)) <= {r[0] for r in store.conn.execute(
             "SELECT id FROM items WHERE feed_id = ?", (other,))}
+
+
+# --- /metrics ---------------------------------------------------------------------------
+
+
+def test_hostile_status_codes_do_not_grow_the_metrics_series(tmp_path: Path) -> None:
+    """Attack: feeds answering made-up statuses (299, 600, 777, 999: HTTP lets any
+    three digits through) made one aggregator_polls_total series per code, up to
+    ~800 per result for as long as the daemon runs. A registered status keeps its
+    number; any other is counted by its class."""
+    codes = ["299 Odd", "600 Odd", "777 Odd", "999 Odd", "404 Not Found", "500 Oops"]
+    servers = [RawServer(answers(b"<rss version='2.0'><channel><title>t</title></channel>"
+                                 b"</rss>", status=c)) for c in codes]
+    try:
+        s = settings_for(tmp_path)
+        write_opml(s, [sv.url(f"/f{k}.xml") for k, sv in enumerate(servers)])
+        result = one_pass(s)
+    finally:
+        for sv in servers:
+            sv.close()
+    assert sorted(o.status for o in result.outcomes) == [299, 404, 500, 600, 777, 999]
+    m = Metrics(None)
+    for outcome in result.outcomes:
+        m.feed_polled(outcome)
+    body, _ = m.render()
+    polls = [s for f in text_string_to_metric_families(body.decode())
+             for s in f.samples if s.name == "aggregator_polls_total"]
+    assert sorted(s.labels["status"] for s in polls) == ["2xx", "404", "500", "6xx", "7xx",
+                                                         "9xx"]
+    # every code HTTP lets through: a bounded set of label values
+    labels = {status_label(code) for code in range(100, 1000)}
+    assert len(labels) <= 80 and "200" in labels and "429" in labels
