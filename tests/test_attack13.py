@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aggregator import retention
+from aggregator import config, retention
 from aggregator.config import Settings
+from aggregator.errors import ConfigError
 from aggregator.metrics import Metrics, status_label
 from aggregator.stages.prune import prune
 from aggregator.store import Store
@@ -151,3 +152,32 @@ def test_hostile_status_codes_do_not_grow_the_metrics_series(tmp_path: Path) -> 
     # every code HTTP lets through: a bounded set of label values
     labels = {status_label(code) for code in range(100, 1000)}
     assert len(labels) <= 80 and "200" in labels and "429" in labels
+
+
+# --- WebSub hub (operator configuration) ------------------------------------------------
+
+
+@pytest.mark.parametrize("hub", ["https://publisher:s3cret-pass@hub.example/",
+                                 "https://hub.example/?token=abc123",
+                                 "https://hub.example/publish#key=abc123"])
+def test_a_hub_url_carrying_a_secret_is_refused(hub: str) -> None:
+    """Attack (on the operator): the hub URL is written into every published feed, so
+    credentials or a token in it were published to every reader."""
+    with pytest.raises(ConfigError, match="websub_hub carries credentials or a token"):
+        config.load(env={}, flags={"websub_hub": hub})
+
+
+@pytest.mark.parametrize("hub", ["https://hub.example/\ufffe", "https://hub.example/\x7f",
+                                 "https://hub.example/\ud800", "https://hub.example/a\x85b"])
+def test_a_hub_url_xml_cannot_carry_is_refused(hub: str) -> None:
+    """U+FFFE and a lone surrogate passed the check, then every publish failed in
+    lxml ("All strings must be XML compatible"); DEL and C1 controls are control
+    characters the check meant to refuse."""
+    with pytest.raises(ConfigError, match="websub_hub must be an http"):
+        config.load(env={}, flags={"websub_hub": hub})
+
+
+def test_an_ordinary_hub_is_still_accepted() -> None:
+    for hub in ("https://pubsubhubbub.appspot.com/", "http://127.0.0.1:8085/hub",
+                "https://websub.rocks/blog/100/aBcD1234eFgH5678"):
+        assert config.load(env={}, flags={"websub_hub": hub}).websub_hub == hub
