@@ -5,6 +5,8 @@ Every server is a real one on 127.0.0.1; host names go through the fake resolver
 from __future__ import annotations
 
 import json
+import sqlite3
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aggregator import config, retention
+from aggregator import browse, config, retention
 from aggregator.config import Settings
 from aggregator.errors import ConfigError
 from aggregator.metrics import Metrics, status_label
@@ -181,3 +183,28 @@ def test_an_ordinary_hub_is_still_accepted() -> None:
     for hub in ("https://pubsubhubbub.appspot.com/", "http://127.0.0.1:8085/hub",
                 "https://websub.rocks/blog/100/aBcD1234eFgH5678"):
         assert config.load(env={}, flags={"websub_hub": hub}).websub_hub == hub
+
+
+# --- the Datasette launcher ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["--root", "-i"])
+def test_a_database_named_like_an_option_is_opened_as_a_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Attack: `--db --root` (a relative file name starting with "-") reached
+    Datasette's command line as its --root option: the database was not served and
+    Datasette printed a URL that logs in as root; "-i" opened the file immutable."""
+    pytest.importorskip("datasette", reason="datasette not installed "
+                                            "(pip install 'aggregator[datasette]')")
+    monkeypatch.chdir(tmp_path)
+    with sqlite3.connect(name) as c:
+        c.execute("CREATE TABLE t (x)")
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps(browse.metadata(Path(name))), encoding="utf-8")
+    cmd = browse.command(Path(name), meta, host="127.0.0.1", port=8001)
+    # --get answers one request in-process: no port is opened
+    out = subprocess.run([*cmd, "--get", "/-/databases.json"], capture_output=True,
+                         text=True, timeout=120, check=True)
+    dbs = json.loads(out.stdout)
+    assert [(d["name"], d["is_mutable"]) for d in dbs] == [(name, True)]
+    assert "root" not in out.stderr.lower()
