@@ -11,10 +11,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator import browse, config, retention
+from aggregator.cli import main
 from aggregator.config import Settings
 from aggregator.errors import ConfigError
 from aggregator.metrics import Metrics, status_label
@@ -26,11 +28,15 @@ from bench.retention import START, fill_day
 from tests.hostile_servers import (
     RawServer,
     answers,
+    fake_dns,
     local_httpserver,
     one_pass,
+    rows,
+    rss,
     settings_for,
     write_opml,
 )
+from tests.test_operator import FIRST, page
 
 MEDIA_NS = "http://search.yahoo.com/mrss/"
 
@@ -208,3 +214,54 @@ def test_a_database_named_like_an_option_is_opened_as_a_file(
     dbs = json.loads(out.stdout)
     assert [(d["name"], d["is_mutable"]) for d in dbs] == [(name, True)]
     assert "root" not in out.stderr.lower()
+
+
+# --- refetch --------------------------------------------------------------------------------
+
+
+ARTICLE = page(FIRST)
+
+
+def test_refetch_never_reaches_an_internal_address(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack: items whose links point inside (the same host on another port, the
+    metadata address, 10/8, an IPv4-mapped loopback, a name the resolver answers with
+    loopback). `aggregator refetch` fetches them by hand; the address guard must hold
+    as in the summaries stage: only the feed's own origin is trusted."""
+    real = httpcore.SyncBackend.connect_tcp
+
+    def connect_tcp(self: Any, host: str, port: int, *args: Any, **kw: Any) -> Any:
+        assert host.startswith("127.") or host == "::1", f"test tried to connect to {host}"
+        return real(self, host, port, *args, **kw)
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect_tcp)
+    asked = fake_dns(monkeypatch, lambda host: ["127.0.0.1"])
+    with local_httpserver() as feed_server, local_httpserver() as inside:
+        inside.expect_request("/secret").respond_with_data(ARTICLE, content_type="text/html")
+        inside_port = inside.port
+        hostile = [f"http://127.0.0.1:{inside_port}/secret",
+                   f"http://[::ffff:127.0.0.1]:{inside_port}/secret",
+                   f"http://internal.example:{inside_port}/secret",
+                   f"http://127.0.0.2:{feed_server.port}/story",
+                   "http://169.254.169.254/latest/meta-data/",
+                   "http://10.1.2.3/admin"]
+        own = feed_server.url_for("/story")
+        feed_server.expect_request("/story").respond_with_data(ARTICLE, content_type="text/html")
+        feed_server.expect_request("/feed.xml").respond_with_data(
+            rss("Harbour", *[(f"Story {k}", u) for k, u in enumerate([own, *hostile])]),
+            content_type="application/rss+xml")
+        s = settings_for(tmp_path)
+        write_opml(s, [feed_server.url_for("/feed.xml")])
+        assert one_pass(s).failed == 0
+        common = ["--feeds", str(s.feeds), "--db", str(s.db), "--output", str(tmp_path / "o")]
+        assert main([*common, "refetch", own]) == 0  # its own origin: fine
+        for url in hostile:
+            assert main([*common, "refetch", url]) == 1, url
+        inside_hits = list(inside.log)
+        statuses = {r["url"]: r["article_status"]
+                    for r in rows(s, "SELECT url, article_status FROM items")}
+    assert inside_hits == []
+    for url in hostile:
+        assert statuses[url].startswith("failed: BlockedAddressError"), (url, statuses[url])
+    assert statuses[own] == "ok"
+    assert "internal.example" in asked
