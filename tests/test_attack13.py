@@ -170,7 +170,9 @@ def test_hostile_status_codes_do_not_grow_the_metrics_series(tmp_path: Path) -> 
                                  "https://hub.example/publish#key=abc123"])
 def test_a_hub_url_carrying_a_secret_is_refused(hub: str) -> None:
     """Attack (on the operator): the hub URL is written into every published feed, so
-    credentials or a token in it were published to every reader."""
+    a token in its query or fragment was published to every reader; credentials made
+    publish drop the hub link silently (discovery broken, pings still sent). Now the
+    setting is refused with a message saying why."""
     with pytest.raises(ConfigError, match="websub_hub carries credentials or a token"):
         config.load(env={}, flags={"websub_hub": hub})
 
@@ -178,9 +180,8 @@ def test_a_hub_url_carrying_a_secret_is_refused(hub: str) -> None:
 @pytest.mark.parametrize("hub", ["https://hub.example/\ufffe", "https://hub.example/\x7f",
                                  "https://hub.example/\ud800", "https://hub.example/a\x85b"])
 def test_a_hub_url_xml_cannot_carry_is_refused(hub: str) -> None:
-    """U+FFFE and a lone surrogate passed the check, then every publish failed in
-    lxml ("All strings must be XML compatible"); DEL and C1 controls are control
-    characters the check meant to refuse."""
+    """U+FFFE, a lone surrogate, DEL and C1 controls passed the check; publish then
+    left the hub out of every feed without a word (safe_url refuses them)."""
     with pytest.raises(ConfigError, match="websub_hub must be an http"):
         config.load(env={}, flags={"websub_hub": hub})
 
