@@ -266,3 +266,40 @@ def test_refetch_never_reaches_an_internal_address(
         assert statuses[url].startswith("failed: BlockedAddressError"), (url, statuses[url])
     assert statuses[own] == "ok"
     assert "internal.example" in asked
+
+
+def test_an_old_item_a_poll_sees_again_during_prune_is_not_deleted(tmp_path: Path) -> None:
+    """Race (held): prune works out what a reader sees once, at its start; a poll that
+    then finds an old item in its feed again (another connection, between two of
+    prune's batches) writes it into the feed's latest document, and the check inside
+    each batch's transaction keeps it, and its article text."""
+    subs = [Subscription("http://feed0.example/rss", "Feed 0", "News")]
+    with Store(tmp_path / "x.db") as store:
+        history: dict[str, list[Any]] = {}
+        for day in range(40):
+            fill_day(store, day, subs, 4, history, article_words=20)
+        old = [r[0] for r in store.conn.execute("SELECT id FROM items ORDER BY sort_date, id")]
+        target = old[len(old) // 3]  # in a later batch than the first
+        polled = []
+
+        def poll_between_batches() -> None:
+            if polled:
+                return
+            with Store(tmp_path / "x.db") as poller, poller.transaction() as c:
+                (doc,) = c.execute("SELECT latest_items FROM feeds").fetchone()
+                c.execute("UPDATE feeds SET latest_items = ?",
+                          (json.dumps(sorted({*json.loads(doc), target})),))
+            polled.append(True)
+
+        settings = Settings(keep_days=5, keep_article_text_days=2, max_entries=3,
+                            category_max_entries=3)
+        report = prune(settings, store, now=START + timedelta(days=40), batch=10,
+                       progress=poll_between_batches)
+        assert polled and report.items > 30
+        (kept,) = store.conn.execute("SELECT count(*) FROM items WHERE id = ? AND "
+                                     "article_text IS NOT NULL", (target,)).fetchone()
+        assert kept == 1
+        older = old[:len(old) // 3]  # the items before it went, as they should
+        marks = ",".join("?" * len(older))
+        assert store.conn.execute(f"SELECT count(*) FROM items WHERE id IN ({marks})",
+                                  older).fetchone() == (0,)
