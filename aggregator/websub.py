@@ -13,7 +13,8 @@ is queued (a URL queued twice before it is sent goes once), tries a failed ping 
 (other than 429: asking again gets the same answer), and logs one line per batch that
 failed, naming how many and why. A process exiting waits for pings in flight at most
 ``EXIT_WAIT`` s. The hub is operator configuration, so no address guard applies (it may
-be a hub on the same machine), but only an http(s) URL is accepted (config.py).
+be a hub on the same machine), but only an http(s) URL without credentials or a
+token is accepted (config.py, ``hub_problem``): every published feed names it.
 """
 
 from __future__ import annotations
