@@ -59,9 +59,10 @@ def is_loopback(host: str) -> bool:
 
 
 def command(db: Path, metadata_file: Path, *, host: str, port: int) -> list[str]:
-    """The Datasette command line: mutable (``mode=ro``) mode, never ``-i``."""
-    return [sys.executable, "-m", "datasette", "serve", str(db), "--metadata",
-            str(metadata_file), "--host", host, "--port", str(port)]
+    """The Datasette command line: mutable (``mode=ro``) mode, never ``-i``. The file
+    goes absolute: a relative name starting with "-" (``--root``) is an option to it."""
+    return [sys.executable, "-m", "datasette", "serve", str(Path(db).absolute()), "--metadata",
+            str(Path(metadata_file).absolute()), f"--host={host}", f"--port={port}"]
 
 
 def serve(db: Path, *, host: str = "127.0.0.1", port: int = 8001) -> int:

@@ -159,10 +159,10 @@ def _check(settings: Settings) -> Settings:
     if not settings.base_url.startswith(("http://", "https://")):
         problems.append("base_url must be an http(s) URL")
     if settings.websub_hub:
-        from aggregator.websub import valid_hub
+        from aggregator.websub import hub_problem
 
-        if not valid_hub(settings.websub_hub.strip()):
-            problems.append("websub_hub must be an http(s) URL")
+        if (problem := hub_problem(settings.websub_hub.strip())) is not None:
+            problems.append(problem)
     try:
         Guard.parse(settings.allow_private)
     except ValueError as e:

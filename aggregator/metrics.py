@@ -11,7 +11,8 @@ process imports shows up, and two daemons in one test process don't clash):
   for ``aggregator serve`` too, which has no pass of its own to count.
 
     aggregator_polls_total{result,status}          feed polls: result new, not_modified,
-                                                   unchanged, error, gone; HTTP status or "none"
+                                                   unchanged, error, gone; HTTP status (an
+                                                   unregistered one by class: "9xx") or "none"
     aggregator_fetch_duration_seconds              histogram: one feed's fetch (and parse)
     aggregator_items_stored_total{kind}            new / changed items written
     aggregator_articles_total{result}              article pages: ok, failed, too_little_text
@@ -44,6 +45,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +65,19 @@ FEED_STATES = ("new", "ok", "error", "gone")
 
 def _label(result: str) -> str:
     return result.replace(" ", "_")
+
+
+_KNOWN_STATUSES = frozenset(s.value for s in HTTPStatus)
+
+
+def status_label(status: int | None) -> str:
+    """A registered HTTP status as itself, any other as its class ("9xx"): a server
+    answering 600, 601, ... 999 must not make a new series for each code."""
+    if status is None:
+        return "none"
+    if status in _KNOWN_STATUSES:
+        return str(status)
+    return f"{status // 100}xx" if 100 <= status <= 999 else "other"
 
 
 class StoreCollector:
@@ -168,8 +183,7 @@ class Metrics:
     # --- what the daemon tells ----------------------------------------------------
 
     def feed_polled(self, outcome: FeedOutcome) -> None:
-        status = str(outcome.status) if outcome.status is not None else "none"
-        self.polls.labels(_label(outcome.result), status).inc()
+        self.polls.labels(_label(outcome.result), status_label(outcome.status)).inc()
         if outcome.seconds is not None:
             self.fetch_seconds.observe(outcome.seconds)
         if outcome.new:

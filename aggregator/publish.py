@@ -333,7 +333,12 @@ def _item(entry: Entry, env: jinja2.Environment, *, content: bool = True) -> _It
         c = clean_text(c)
         if c and c not in cats:
             cats.append(c)
-    url = safe_url(entry.url)
+    check = safe_url
+    if private:  # a member feed's links and files carry its token: the site-link rule applies
+        def check(u: str | None) -> str | None:
+            out = safe_url(u)
+            return None if reveals(out, entry.feed_url, entry.feed_origin) else out
+    url = check(entry.url)
     fields = dict(
         id=entry_id(entry),
         story=entry.story_id,
@@ -352,7 +357,7 @@ def _item(entry: Entry, env: jinja2.Environment, *, content: bool = True) -> _It
         language=language_tag(entry.language),
         published=published,
         updated=updated,
-        enclosures=media.for_output(entry.enclosures, safe_url),
+        enclosures=media.for_output(entry.enclosures, check),
     )
     if not content:
         return _Item(**fields, content_html="")  # type: ignore[arg-type]

@@ -55,6 +55,14 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+# feeds.latest_items when it is a JSON array, else NULL: a damaged value (not JSON,
+# not a list) must neither stop a prune (json_each raises on it) nor count as a
+# document that protects nothing; such a feed is treated as one whose document is
+# not known. CASE, not AND: SQLite does not promise to skip json_type on bad JSON.
+_LATEST = ("CASE WHEN json_valid(f.latest_items) THEN CASE WHEN json_type(f.latest_items) "
+           "= 'array' THEN f.latest_items END END")
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """m007: remember each feed's latest document; ask for incremental vacuum
     (it takes effect at once on a new file, after a VACUUM on an existing one)."""
@@ -113,12 +121,12 @@ class RetentionMixin:
         """The items of every active feed's latest fetched document; for a feed
         whose document is not known yet, its newest ``unknown_keep`` items."""
         ids = {r[0] for r in self.conn.execute(
-            "SELECT j.value FROM feeds f, json_each(f.latest_items) j "
-            "WHERE f.active = 1 AND f.latest_items IS NOT NULL")}
+            f"SELECT j.value FROM feeds f, json_each({_LATEST}) j "
+            "WHERE f.active = 1 AND j.type = 'integer'")}
         ids.update(r[0] for r in self.conn.execute(
             "SELECT id FROM (SELECT i.id, row_number() OVER (PARTITION BY i.feed_id "
             "ORDER BY i.sort_date DESC, i.id DESC) AS n FROM items i JOIN feeds f "
-            "ON f.id = i.feed_id WHERE f.active = 1 AND f.latest_items IS NULL) WHERE n <= ?",
+            f"ON f.id = i.feed_id WHERE f.active = 1 AND ({_LATEST}) IS NULL) WHERE n <= ?",
             (unknown_keep,)))
         return ids
 
@@ -176,7 +184,7 @@ class RetentionMixin:
         for chunk in _chunks(list(ids)):
             out.extend(r[0] for r in c.execute(
                 f"SELECT i.id FROM items i WHERE i.id IN ({_marks(len(chunk))}) AND NOT EXISTS "
-                "(SELECT 1 FROM feeds f, json_each(f.latest_items) j WHERE f.id = i.feed_id "
+                f"(SELECT 1 FROM feeds f, json_each({_LATEST}) j WHERE f.id = i.feed_id "
                 "AND f.active = 1 AND j.value = i.id)", chunk))
         return out
 

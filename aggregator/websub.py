@@ -13,7 +13,8 @@ is queued (a URL queued twice before it is sent goes once), tries a failed ping 
 (other than 429: asking again gets the same answer), and logs one line per batch that
 failed, naming how many and why. A process exiting waits for pings in flight at most
 ``EXIT_WAIT`` s. The hub is operator configuration, so no address guard applies (it may
-be a hub on the same machine), but only an http(s) URL is accepted (config.py).
+be a hub on the same machine), but only an http(s) URL without credentials or a
+token is accepted (config.py, ``hub_problem``): every published feed names it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from lxml import etree
@@ -41,9 +42,16 @@ BATCH_BUDGET = 30.0  # s for one batch of pings, retries included; the rest coun
 EXIT_WAIT = 3.0  # s a process exiting waits for pings in flight
 
 
+def _unfit(c: str) -> bool:
+    """A space, a control character, or one XML cannot carry (lxml refuses it)."""
+    n = ord(c)
+    return (c.isspace() or n < 32 or 0x7F <= n <= 0x9F or 0xD800 <= n <= 0xDFFF
+            or n in (0xFFFE, 0xFFFF))
+
+
 def valid_hub(url: str) -> bool:
     """An absolute http(s) URL with a host, no spaces or control characters."""
-    if not url or any(c.isspace() or ord(c) < 32 for c in url):
+    if not url or any(_unfit(c) for c in url):
         return False
     try:
         parts = urlsplit(url)
@@ -51,6 +59,20 @@ def valid_hub(url: str) -> bool:
     except ValueError:
         return False
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def hub_problem(url: str) -> str | None:
+    """Why ``url`` can't be the hub (config.py's message), or None. Every published
+    feed names the hub, so it must not carry credentials or a token."""
+    if not valid_hub(url):
+        return "websub_hub must be an http(s) URL"
+    from aggregator.opml import is_private
+
+    parts = urlsplit(url)
+    if is_private(urlunsplit((parts.scheme, parts.netloc, "", parts.query, parts.fragment))):
+        return ("websub_hub carries credentials or a token, and every published feed names "
+                "it: give the hub's public URL")
+    return None
 
 
 # --- the links in the feeds ----------------------------------------------------------
