@@ -365,15 +365,24 @@ def score_sentences(
                    tuning or DEFAULT_TUNING)
 
 
+# Calls to action, captions, credits, bylines and timestamps; a news sentence
+# opening "Shares in ...", "Sources said ..." or "Images of ..." is none of them.
 _NOT_A_POINT_START = re.compile(
-    r"\W*(?:read|see|click|tap|follow|subscribe|sign up|scroll|watch|listen|share|download"
-    r"|photo|picture|image|video|caption|credit|source|copyright|file photo|pictured"
-    r"|updated|published|last updated)s?\b"
-    r"|by\s+(?:[A-Z][\w.'-]*\s*){1,4}$",
+    r"\W*(?:(?:read|see)\s+(?:more|also|our|the full|full|related|all)\b"
+    r"|(?:click|tap|subscribe|scroll)\b|sign up\b"
+    r"|follow\s+(?:us|@|our|on|live)\b|share\s+(?:this|on|with|your|the story)\b"
+    r"|(?:download|watch|listen)\s*(?:[:|]|now\b|live\b|here\b|again\b|the (?:full|video)\b)"
+    r"|(?:photo|picture|image|video|caption|credit|source|copyright|file photo)s?\s*[:|–—©]"
+    r"|copyright\b|©|pictured\b"
+    r"|(?:last\s+)?(?:updated|published|posted)\s*(?::|\d|on\s+\d|at\s+\d)"
+    r"|by\s+(?-i:[A-Z][\w.'-]*\s*){1,4}$)",
     re.IGNORECASE,
 )
 _NOT_A_POINT_END = re.compile(
-    r"(?:\?|\b(?:getty images|afp|reuters|ap photo|all rights reserved)\W*)[\"'”’)\].]*$",
+    r"(?:\?|(?:[:/|©(]\s*|photo(?:graph)?\s*:?\s*)"
+    r"(?:getty(?: images)?|afp|reuters|ap|ap photo|pa|epa|shutterstock)\W*"
+    r"|\((?:ap|afp|reuters|getty|epa|pa)\b[^()]{0,40}\)\W*"
+    r"|\bgetty images\W*|\ball rights reserved\W*)[\"'”’)\].]*$",
     re.IGNORECASE,
 )
 
