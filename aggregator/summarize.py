@@ -380,8 +380,8 @@ _NOT_A_POINT_START = re.compile(
 )
 _NOT_A_POINT_END = re.compile(
     r"(?:\?|(?:[:/|©(]\s*|photo(?:graph)?\s*:?\s*)"
-    r"(?:getty(?: images)?|afp|reuters|ap|ap photo|pa|epa|shutterstock)\W*"
-    r"|\((?:ap|afp|reuters|getty|epa|pa)\b[^()]{0,40}\)\W*"
+    r"(?-i:Getty(?: Images)?|AFP|Reuters|REUTERS|AP|AP Photo|PA|EPA|Shutterstock)\W*"
+    r"|\((?-i:AP|AFP|Reuters|Getty|EPA|PA)\b[^()]{0,40}\)\W*"
     r"|\bgetty images\W*|\ball rights reserved\W*)[\"'”’)\].]*$",
     re.IGNORECASE,
 )
