@@ -691,6 +691,20 @@ def test_works_offline_without_nltk_data(tmp_path: Path, language: str) -> None:
 # -- the bench ---------------------------------------------------------------------------
 
 
+def test_bench_tunes_and_reports_on_disjoint_halves(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(PROJECT))
+    from bench import summaries as bench
+
+    if not CNN.exists():
+        pytest.skip(f"{CNN} absent: the CNN/DailyMail sample is kept outside the project")
+    tune = {a.key for a in bench.load_cnn(half="tune")}
+    test = {a.key for a in bench.load_cnn(half="test")}
+    assert len(tune) == len(test) == 250 and not tune & test
+    paths = sorted((SHARED / "data" / "bbc-news-summary" / "News Articles").glob("*/*.txt"))
+    halves = bench.halve(paths, "tune"), bench.halve(paths, "test")
+    assert not set(halves[0]) & set(halves[1]) and len(halves[0]) + len(halves[1]) == 2225
+
+
 def test_bench_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
     if not (SHARED / "data" / "bbc-news-summary").is_dir():
         pytest.skip("../shared/data/bbc-news-summary absent: the bench needs the BBC set")
@@ -702,8 +716,8 @@ def test_bench_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "| default |" in done.stdout and "| reduction |" in done.stdout
     assert "rouge_score| on 5 summaries: 0.00e+00" in done.stdout
-    result = json.loads(out.read_text())["sentences_8_limit_5"]
-    assert result["articles"] == 5
+    result = json.loads(out.read_text())["bbc_test_sentences_8_limit_5"]
+    assert result["articles"] == 5 and result["half"] == "test"  # held out unless told
     assert set(result["methods"]) == {
         "lead-8", "lexrank", "lsa", "textrank", "luhn", "edmundson", "sumbasic", "kl", "reduction",
         "default",
