@@ -80,7 +80,7 @@ class Tuning:
     lead_share: float = 0.3  # lead = max(0, 1 - (summary sentences / article sentences) / this)
     title_weight: float = 0.0  # share of the title's words found in the sentence (0.1: -0.2 R1 BBC)
     keep_lead: bool = True  # the first real sentence always opens the context (False: +0.4 R1 BBC)
-    context_window: int = 10  # the context is picked from the first max(window, n x share)
+    context_window: int = 8  # the context is picked from the first max(window, n x share)
     context_share: float = 1 / 3
     redundancy: float = 0.9  # a point sharing this share of its words with a chosen one is skipped
     min_point_words: int = 5  # shorter sentences ("Read more.") never become points
