@@ -13,21 +13,22 @@ function, ``summarizers.shape``, turns any method's ratings into the seed's shap
   (the first third, at least the first 8 sentences), with a bonus for position
   when the summary is a small share of the article;
 * Dive deeper = the best-rated of the other sentences, skipping questions,
-  captions, bylines, "Read more" lines and near-repeats, marking down points
-  that open with "But", "He said" (and their German, French, Spanish and
-  Portuguese equivalents); each group in article order;
+  captions, bylines, "Read more" lines and near-repeats, marking down a point
+  that opens with "But", "He said" (and their German, French, Spanish and
+  Portuguese equivalents) unless the sentence it leans on is in the summary;
+  each group in article order;
 * the length fits the article (``fitted_sizes``): under 300 words 2 + 2,
   else 3 Context sentences and one point per 150 words, 2 to 5.
 
 The default scores each sentence by centrality (word overlap with the other
-sentences, each pair divided by sqrt(|a| |b|), stop words out) plus a position
-prior weighted by ``summarizers.lead_weight``: fully for a summary that is a
-small share of its article, fading to nothing at 30% of its sentences. Measured
-on held-out halves at equal sentence count (``python -m bench.summaries``): on
-CNN/DailyMail human highlights (3 sentences) it is above lead-3 and every sumy
-method on ROUGE-1/2/L; on the BBC News Summary set (8 sentences) it is first on
-ROUGE-L and on ROUGE-1/L cut to 100 words, 0.5 behind sumy's Reduction on
-full-length ROUGE-1.
+sentences, each pair divided by (|a| |b|) ** 0.4, stop words out) plus a
+position prior weighted by ``summarizers.lead_weight``: fully for a summary that
+is a small share of its article, fading to nothing at 30% of its sentences.
+Measured on held-out halves at equal sentence count (``python -m
+bench.summaries``): on CNN/DailyMail human highlights (3 sentences) it is above
+lead-3 and every sumy method on ROUGE-1/2/L; on the BBC News Summary set (8
+sentences) it is first on ROUGE-L and on ROUGE-1/L cut to 100 words, and level
+with sumy's Reduction on full-length ROUGE-1.
 
 Languages: the feed's code (``en-gb``, ``de``, ``fr-FR``) picks sumy's stemmer
 and stop words, unless the text plainly contradicts it (a French page whose
@@ -76,10 +77,11 @@ __all__ = [
 log = logging.getLogger("aggregator.summarize")
 
 
-MAX_SENTENCES = 250
-# Scored on lower-cased words, unstemmed: Snowball stems cost 0.4 ROUGE-1 on the
-# BBC set. Other languages (richer inflection, not measured) are stemmed.
-UNSTEMMED = frozenset({"english"})  # sentences scored at most: the pairwise score is quadratic
+MAX_SENTENCES = 250  # sentences scored at most: the pairwise score is quadratic
+# English is scored on lower-cased words, unstemmed: Snowball stems cost 0.5
+# ROUGE-1 on BBC and moved CNN/DailyMail by under 0.3 (tuning halves). Other
+# languages (richer inflection, not measured) are stemmed.
+UNSTEMMED = frozenset({"english"})
 
 # ISO 639-1 code -> sumy language name, for the languages handled by "default".
 _CODES = {
@@ -365,15 +367,24 @@ def score_sentences(
                    tuning or DEFAULT_TUNING)
 
 
+# Calls to action, captions, credits, bylines and timestamps; a news sentence
+# opening "Shares in ...", "Sources said ..." or "Images of ..." is none of them.
 _NOT_A_POINT_START = re.compile(
-    r"\W*(?:read|see|click|tap|follow|subscribe|sign up|scroll|watch|listen|share|download"
-    r"|photo|picture|image|video|caption|credit|source|copyright|file photo|pictured"
-    r"|updated|published|last updated)s?\b"
-    r"|by\s+(?:[A-Z][\w.'-]*\s*){1,4}$",
+    r"\W*(?:(?:read|see)\s+(?:more|also|our|the full|full|related|all)\b"
+    r"|(?:click|tap|subscribe|scroll)\b|sign up\b"
+    r"|follow\s+(?:us|@|our|on|live)\b|share\s+(?:this|on|with|your|the story)\b"
+    r"|(?:download|watch|listen)\s*(?:[:|]|now\b|live\b|here\b|again\b|the (?:full|video)\b)"
+    r"|(?:photo|picture|image|video|caption|credit|source|copyright|file photo)s?\s*[:|–—©]"
+    r"|copyright\b|©|pictured\b"
+    r"|(?:last\s+)?(?:updated|published|posted)\s*(?::|\d|on\s+\d|at\s+\d)"
+    r"|by\s+(?-i:[A-Z][\w.'-]*\s*){1,4}$)",
     re.IGNORECASE,
 )
 _NOT_A_POINT_END = re.compile(
-    r"(?:\?|\b(?:getty images|afp|reuters|ap photo|all rights reserved)\W*)[\"'”’)\].]*$",
+    r"(?:\?|(?:[:/|©(]\s*|photo(?:graph)?\s*:?\s*)"
+    r"(?-i:Getty(?: Images)?|AFP|Reuters|REUTERS|AP|AP Photo|PA|EPA|Shutterstock)\W*"
+    r"|\((?-i:AP|AFP|Reuters|Getty|EPA|PA)\b[^()]{0,40}\)\W*"
+    r"|\bgetty images\W*|\ball rights reserved\W*)[\"'”’)\].]*$",
     re.IGNORECASE,
 )
 
