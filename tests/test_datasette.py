@@ -193,3 +193,79 @@ def test_the_command_line_is_the_mutable_read_only_mode(tmp_path):
     assert "-i" not in argv and "--immutable" not in argv
     assert argv[argv.index("--metadata") + 1] == str(tmp_path / "m.json")
     assert json.loads(json.dumps(browse.metadata(tmp_path / "a.db")))["title"] == "aggregator"
+
+
+def _has_items_table(db: Path) -> bool:
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone())
+    except sqlite3.OperationalError:
+        return False
+
+
+def test_datasette_reads_while_the_real_daemon_writes(tmp_path):
+    """`aggregator run` polls a local farm of 40 feeds (and clusters them) while
+    `aggregator datasette` answers over the same file: every answer is a 200 (no
+    "database is locked"), the count only grows, and it reaches what the daemon stored."""
+    pytest.importorskip("datasette", reason="datasette not installed "
+                        "(pip install 'aggregator[datasette]')")
+    from xml.sax.saxutils import quoteattr
+
+    from bench.farm import Farm
+
+    db = tmp_path / "news.db"
+    with Farm(40, 10).serve() as farm:
+        urls = [f"{farm.base}/feed/{i}.xml" for i in range(40)]
+        opml = tmp_path / "feeds.opml"
+        opml.write_text('<?xml version="1.0"?><opml version="2.0"><head><title>t</title></head>'
+                        "<body>" + "".join(f"<outline text={quoteattr(u)} xmlUrl={quoteattr(u)}/>"
+                                           for u in urls) + "</body></opml>", encoding="utf-8")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AGGREGATOR_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+        env.update(PYTHONPATH=str(ROOT), AGGREGATOR_FETCH_ARTICLES="false",
+                   AGGREGATOR_SUMMARIES="false", AGGREGATOR_SERVE="false")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "--feeds", str(opml), "--db", str(db),
+             "--output", str(tmp_path / "public"), "run"],
+            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        browser = None
+        try:
+            deadline = time.monotonic() + 60
+            while not _has_items_table(db):  # Datasette opens a file, it makes none
+                assert daemon.poll() is None, daemon.communicate()[1]
+                assert time.monotonic() < deadline, "the daemon made no database"
+                time.sleep(0.05)
+            browser = subprocess.Popen(
+                [sys.executable, "-m", "aggregator", "--db", str(db), "datasette",
+                 "--port", str(port)], cwd=tmp_path, text=True,
+                stdout=subprocess.DEVNULL,  # its access log would fill an unread pipe
+                stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            wait_for(f"{base}/-/versions.json", browser)
+            counts: list[int] = []
+            with httpx.Client(base_url=base, timeout=10) as client:
+                while time.monotonic() < deadline:
+                    r = client.get("/news.json", params={
+                        "sql": "SELECT count(*) AS n FROM items", "_shape": "array"})
+                    assert r.status_code == 200, r.text[:500]
+                    counts.append(r.json()[0]["n"])
+                    stories = client.get("/news/todays_stories.json?_shape=array")
+                    assert stories.status_code == 200, stories.text[:500]
+                    if counts[-1] == 400 and stories.json():
+                        break
+                    time.sleep(0.05)
+            assert counts[-1] == 400, counts[-10:]
+            assert counts == sorted(counts)  # never a torn view
+            assert sqlite3.connect(db).execute("SELECT count(*) FROM items").fetchone()[0] == 400
+        finally:
+            for proc in (browser, daemon):
+                if proc is not None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.communicate(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.communicate()
