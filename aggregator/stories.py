@@ -439,22 +439,29 @@ class Window:
             c = self.clusters.get(cid)
             if c is None or cid >= 0 or c.count < 2:
                 continue
-            own = dict(c.centroid)
-            for t, x in vec.items():
-                if t in own:
-                    own[t] -= x
-            own_sim = cosine(vec, own)
-            names = name_vector(vec, f) if params.names_gate else {}
-            best, best_sim = None, own_sim
+            # the cosine with its own story without it (vec is a unit vector)
+            centroid = c.centroid
+            d = sum(x * centroid[t] for t, x in vec.items() if t in centroid)
+            rest = c.norm * c.norm - 2.0 * d + 1.0
+            own_sim = (d - 1.0) / math.sqrt(rest) if rest > 1e-9 else 0.0
+            best, best_sim = None, max(own_sim, params.threshold_text)
+            names: dict[str, float] | None = None
             for o in self.candidates(vec, params):
                 if o is c or not o.has_text or not o.active_at(item.when, params.window):
                     continue
-                s = score(vec, f, o, params, self.df, self.n, names)
-                sim = s * params.threshold_text
-                if s >= 1.0 and sim > best_sim:
+                sim = cosine(vec, o.centroid, o.norm or None)
+                if sim <= best_sim:
+                    continue
+                if names is None:
+                    names = name_vector(vec, f) if params.names_gate else {}
+                if score(vec, f, o, params, self.df, self.n, names) >= 1.0:
                     best, best_sim = o, sim
             if best is None:
                 continue
+            own = dict(centroid)
+            for t, x in vec.items():
+                if t in own:
+                    own[t] -= x
             nv = name_vector(vec, f)
             c.centroid = {t: x for t, x in own.items() if x > 1e-9}
             c.norm = norm(c.centroid)
