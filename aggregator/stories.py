@@ -47,7 +47,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -163,6 +163,9 @@ class Params:
     name_pairs: bool = True  # two capitalised words in a row count as one more term
     merge_text: float = 0.6  # centroids' cosine at which two stories with text become one
     merge_title: float = 0.15  # two stories of headlines
+    recheck_size: int = 2  # stories this small, begun in a batch, weighed again at its end
+    recheck_text: float = 0.8  # ... join a larger one at this share of threshold_text
+    refine: bool = True  # at a batch's end, items move to a story nearer than their own
 
 
 @dataclass
@@ -296,6 +299,9 @@ class ClusterItem:
     when: datetime
 
 
+Seen = tuple[ClusterItem, ItemFeatures, Mapping[str, float], int]
+
+
 @dataclass
 class Window:
     """The stories an item may join and the statistics it is weighed with: kept
@@ -381,6 +387,112 @@ class Window:
                 self.absorb(keep, gone, params)
                 return keep
         return c
+
+    def recheck(self, params: Params) -> None:
+        """Stories begun small in this batch, weighed again against the stories
+        grown since: an item that came before its story had a centroid worth
+        matching joins it now (arrival order matters less)."""
+        if not params.recheck_size:
+            return
+        small = sorted((c for c in self.clusters.values()
+                        if c.changed and c.has_text and c.count <= params.recheck_size
+                        and c.norm), key=lambda c: -c.id)
+        bar = params.threshold_text * params.recheck_text
+        for c in small:
+            if c.id not in self.clusters:
+                continue
+            vec = {t: w / c.norm for t, w in c.centroid.items()}
+            names = _unit(dict(c.names)) if c.names else {}
+            best, best_sim = None, 0.0
+            for o in self.candidates(top_terms(vec, params.probe_terms), params):
+                if o is c or not o.has_text or not o.norm or o.count < c.count:
+                    continue
+                if not (o.first_seen - params.window <= c.last_seen
+                        <= o.last_seen + params.window):
+                    continue
+                shared = vec.keys() & o.centroid.keys()
+                if len(shared) < 2:
+                    continue
+                sim = sum(vec[t] * o.centroid[t] for t in shared) / o.norm
+                if names and params.names_gate and o.names and (
+                        cosine(names, o.names, o.names_norm or None) < params.names_gate):
+                    continue
+                if sim > best_sim:
+                    best, best_sim = o, sim
+            if best is not None and best_sim >= bar:
+                self.absorb(best, c, params)
+
+    def refine(self, seen: Sequence[Seen], params: Params) -> int:
+        """Items of this batch (``seen``: each with its features, vector and
+        index in ``assigned``) in stories begun in it move to the story whose
+        centroid, grown since they came, is nearer than their own's without
+        them: what single-pass clustering joined while every story was young.
+        How many moved."""
+        if not params.refine:
+            return 0
+        moved = 0
+        left: set[int] = set()
+        for item, f, vec, k in seen:
+            if not f.has_text:
+                continue
+            cid = self.assigned[k][1]
+            c = self.clusters.get(cid)
+            if c is None or cid >= 0 or c.count < 2:
+                continue
+            # the cosine with its own story without it (vec is a unit vector)
+            centroid = c.centroid
+            d = sum(x * centroid[t] for t, x in vec.items() if t in centroid)
+            rest = c.norm * c.norm - 2.0 * d + 1.0
+            own_sim = (d - 1.0) / math.sqrt(rest) if rest > 1e-9 else 0.0
+            best, best_sim = None, max(own_sim, params.threshold_text)
+            names: dict[str, float] | None = None
+            for o in self.candidates(vec, params):
+                if o is c or not o.has_text or not o.active_at(item.when, params.window):
+                    continue
+                sim = cosine(vec, o.centroid, o.norm or None)
+                if sim <= best_sim:
+                    continue
+                if names is None:
+                    names = name_vector(vec, f) if params.names_gate else {}
+                if score(vec, f, o, params, self.df, self.n, names) >= 1.0:
+                    best, best_sim = o, sim
+            if best is None:
+                continue
+            own = dict(centroid)
+            for t, x in vec.items():
+                if t in own:
+                    own[t] -= x
+            nv = name_vector(vec, f)
+            c.centroid = {t: x for t, x in own.items() if x > 1e-9}
+            c.norm = norm(c.centroid)
+            if nv:
+                for t, x in nv.items():
+                    if t in c.names:
+                        c.names[t] -= x
+                c.names = {t: x for t, x in c.names.items() if x > 1e-9}
+                c.names_norm = norm(c.names)
+            c.count -= 1
+            c.changed = True
+            join(best, vec, f, params)
+            best.count += 1
+            best.feeds.add(item.feed_id)
+            best.changed = True
+            self.assigned[k] = (item.id, best.id)
+            self.reindex(c, params)
+            self.reindex(best, params)
+            left.add(c.id)
+            moved += 1
+        if left:  # the feeds of the stories items left, when all their items are known
+            feeds: dict[int, list[int]] = {}
+            for item, _, _, k in seen:
+                cid = self.assigned[k][1]
+                if cid in left:
+                    feeds.setdefault(cid, []).append(item.feed_id)
+            for cid, ids in feeds.items():
+                c = self.clusters[cid]
+                if len(ids) == c.count:
+                    c.feeds = set(ids)
+        return moved
 
     def absorb(self, keep: Cluster, gone: Cluster, params: Params) -> None:
         keep.norm = math.sqrt(_grow(keep.centroid, keep.norm * keep.norm, gone.centroid,

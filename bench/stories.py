@@ -47,7 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from aggregator.stages.cluster import ClusterItem, Window, assign, features_of
+from aggregator.stages.cluster import BATCH, ClusterItem, Window, assign, features_of
 from aggregator.stories import Params
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "stories"
@@ -130,8 +130,8 @@ def run_memory(docs: Sequence[Doc], params: Params) -> tuple[dict[str, object], 
                                         d.title, (d.text,), "en", d.when)))
     w = Window()
     t0 = time.perf_counter()
-    for k in range(0, len(items), 500):
-        chunk = [it for _, it in items[k:k + 500]]
+    for k in range(0, len(items), BATCH):  # as the stage batches them
+        chunk = [it for _, it in items[k:k + BATCH]]
         batch = [(it, features_of(it, params)) for it in chunk]
         assign(batch, w, params)
         w.retire(chunk[-1].when - params.window)

@@ -52,6 +52,7 @@ def features_of(item: ClusterItem, params: Params) -> ItemFeatures:
 
 def assign(batch: Sequence[tuple[ClusterItem, ItemFeatures]], w: Window, params: Params) -> None:
     """Put each item of the batch, in order, into its story in ``w``."""
+    seen: list[stories.Seen] = []
     for item, f in batch:
         vec = stories.vector(f, w.df, w.n, params)
         target = _same_article(item, f, w, params)
@@ -82,6 +83,9 @@ def assign(batch: Sequence[tuple[ClusterItem, ItemFeatures]], w: Window, params:
         w.df_delta.update(terms)
         w.n += 1
         w.assigned.append((item.id, target.id))
+        seen.append((item, f, vec, len(w.assigned) - 1))
+    w.recheck(params)  # second looks, now that the batch's stories have grown
+    w.refine(seen, params)
 
 
 def _same_article(item: ClusterItem, f: ItemFeatures, w: Window,
