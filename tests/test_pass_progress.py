@@ -24,7 +24,7 @@ import pytest
 from hostile_servers import Clock, local_httpserver, settings_for, write_opml
 
 from aggregator import fetch
-from aggregator.cli import _Progress
+from aggregator.cli.output import _Progress
 from aggregator.errors import NetworkError
 from aggregator.fetch import DNSFailures
 from aggregator.store import Store
