@@ -17,6 +17,7 @@ members left, a story with none left deleted with its index rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -239,16 +240,27 @@ class RetentionMixin:
         file is not in incremental mode yet (see ``vacuum``)."""
         incremental = self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == INCREMENTAL
         try:
-            if incremental:
-                # executescript steps it to the end: execute() would free one page
-                self.conn.executescript("PRAGMA incremental_vacuum;")
-                # the file shrinks once the log is copied back; never wait for readers
-                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            self.conn.execute("PRAGMA optimize")
+            # Both write. Inside BEGIN IMMEDIATE they wait for the write lock like any
+            # writer; alone, a pragma reads first and then asks to write, and a poll's
+            # commit in between fails it at once ("database is locked", no waiting).
+            # (executescript steps each to its end: execute() would free one page)
+            try:
+                self.conn.executescript(
+                    "BEGIN IMMEDIATE; "
+                    + ("PRAGMA incremental_vacuum; " if incremental else "")
+                    + "PRAGMA optimize; COMMIT;")
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
         except sqlite3.OperationalError as e:
             from aggregator.errors import StorageError
 
             raise StorageError(f"cannot vacuum {self.path}: {e}") from e
+        if incremental:
+            # the file shrinks once the log is copied back; never wait for readers, and
+            # a checkpoint the writer is running already does the same
+            with contextlib.suppress(sqlite3.OperationalError):
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         return incremental
 
     def vacuum(self) -> None:
