@@ -366,3 +366,143 @@ def test_the_bbc_overlap_is_one_index_entry_with_a_story_page(bbc, capsys):
     assert main([*bbc, "publish"]) == 0
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
     assert after == before
+
+
+# --- second looks at a batch's end: recheck (small stories rejoin grown ones), refine ---
+# (items move to a nearer story), and what neither may do
+
+FERRY = ("The ferry Aegean Star capsized off Lesbos early on Sunday with 212 passengers on "
+         "board. The Greek coast guard said 31 people drowned and helicopters from Mytilene "
+         "searched the sea for the missing. Captain Nikos Petrou was detained.")
+FERRY_SHORT = ("Families waited at the harbour in Mytilene for relatives from the Aegean Star. "
+               "Churches rang their bells and shops closed.")
+NO_SECOND_LOOKS = Params(recheck_size=0, refine=False)
+
+
+def _ferry_late_first() -> list[ClusterItem]:
+    """A short item names the event before any report of it: the story it would
+    join has no centroid yet, and the reports that follow are too long to join it."""
+    return [_item(1, 1, "Island in mourning", FERRY_SHORT),
+            _item(2, 2, "Ferry capsizes off Lesbos, 31 drowned", FERRY, hours=1),
+            _item(3, 3, "Aegean Star disaster: 31 dead",
+                  FERRY.replace("Sunday", "Sunday morning"), hours=2),
+            _item(4, 4, "Lesbos ferry captain detained",
+                  FERRY.replace("early on", "at dawn on"), hours=3)]
+
+
+def test_recheck_joins_an_item_that_came_before_its_story_had_a_centroid():
+    items = _ferry_late_first()
+    got = _cluster(items, NO_SECOND_LOOKS)
+    assert got[2] == got[3] == got[4] != got[1]  # single pass: the early item alone
+    got = _cluster(items, Params(recheck_size=0))  # refine alone does not do it
+    assert got[1] != got[2]
+    got = _cluster(items, Params(refine=False))
+    assert got[1] == got[2] == got[3] == got[4]
+    assert _cluster(items) == got
+
+
+def test_recheck_through_the_stage_leaves_one_story_row(tmp_path):
+    from aggregator.store import Store
+
+    db = tmp_path / "r.db"
+    _store_with_items(db, [(it.id, it.feed_id, it.title or "", it.texts[0])
+                           for it in _ferry_late_first()])
+    with Store(db) as store:
+        assert cluster_pending(store, clock=lambda: T0 + timedelta(days=1)) == 4
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(DISTINCT story_id) FROM items").fetchone() == (1,)
+        assert c.execute("SELECT count(*), item_count, source_count FROM stories").fetchone() == (
+            1, 4, 4)
+
+
+CAMP = ("Fire destroyed most of the Moria migrant camp on Lesbos overnight. Some 12,000 asylum "
+        "seekers slept in fields and olive groves, and the Greek government sent tents. "
+        "Minister Notis Mitarachi blamed arson by residents of the camp.")
+RESCUE = ("Coast guard boats brought survivors of the capsized ferry to Lesbos, where the Greek "
+          "government sent tents and blankets for families sleeping in fields.")
+ASHORE = " Coast guard boats brought survivors of the capsized ferry ashore in blankets."
+
+
+def _camp_then_ferry() -> list[tuple[int, int, str, str | None]]:
+    """Item 3 (feed 3) is about the ferry but comes while only the camp fire's story
+    exists, and its tents and fields join it there; the ferry's reports come after."""
+    return [(1, 1, "Fire destroys Moria camp on Lesbos", CAMP),
+            (2, 2, "Moria camp burns, 12,000 sleep in fields",
+             CAMP.replace("overnight", "on Tuesday night")),
+            (3, 3, "Survivors brought to Lesbos", RESCUE),
+            (4, 4, "Ferry capsizes off Lesbos, 31 drowned", FERRY + ASHORE),
+            (5, 5, "Aegean Star disaster: 31 dead",
+             FERRY.replace("Sunday", "Sunday morning") + ASHORE),
+            (6, 6, "Ferry captain detained after capsizing",
+             FERRY.replace("early on", "at dawn on") + ASHORE)]
+
+
+def test_refine_moves_an_item_that_joined_the_wrong_young_story():
+    items = [_item(n, feed, title, text, hours=n) for n, feed, title, text in _camp_then_ferry()]
+    got = _cluster(items, Params(refine=False))
+    assert got[1] == got[2] == got[3] != got[4]  # single pass: the rescue with the fire
+    assert got[4] == got[5] == got[6]
+    got = _cluster(items)
+    assert got[1] == got[2] != got[3]
+    assert got[3] == got[4] == got[5] == got[6]
+
+
+def test_refine_through_the_stage_keeps_counts_and_the_same_feed_rule(tmp_path):
+    """After the move the stored counts are those of the items' story_id: the fire's
+    story lost feed 3, the ferry's gained it. Headlines of one feed with one title
+    (items 7 and 8) stay apart though each is the other's nearest story."""
+    from aggregator.store import Store
+
+    db = tmp_path / "f.db"
+    weather = "Weather: storms and heavy rain for the weekend"
+    _store_with_items(db, [*_camp_then_ferry(), (7, 1, weather, None), (8, 1, weather, None),
+                           (9, 2, "Storms and heavy rain forecast for the weekend", None)])
+    with Store(db) as store:
+        assert cluster_pending(store, clock=lambda: T0 + timedelta(days=1)) == 9
+    with sqlite3.connect(db) as c:
+        ids = dict(c.execute("SELECT id, story_id FROM items"))
+        assert ids[1] == ids[2] != ids[3]
+        assert ids[3] == ids[4] == ids[5] == ids[6]
+        assert ids[7] != ids[8]
+        stored = {sid: (n, s) for sid, n, s in
+                  c.execute("SELECT id, item_count, source_count FROM stories")}
+        members = {sid: (n, s) for sid, n, s in c.execute(
+            "SELECT story_id, count(*), count(DISTINCT feed_id) FROM items GROUP BY story_id")}
+        assert stored == members
+        assert stored[ids[1]] == (2, 2)
+        assert stored[ids[3]] == (4, 4)
+        feeds = dict(c.execute("SELECT id, feed_ids FROM stories"))
+        assert json.loads(feeds[ids[1]]) == [1, 2]
+        assert json.loads(feeds[ids[3]]) == [3, 4, 5, 6]
+
+
+VAN = ("A magnitude 7.2 earthquake struck Van in eastern Turkey on Sunday, killing 217 people. "
+       "Governor Mustafa Tutulmaz said 970 buildings collapsed in Ercis and Van. Rescue teams "
+       "dug through the rubble through the night as aftershocks shook the region.")
+ICA = ("A magnitude 6.8 earthquake struck Ica in southern Peru on Sunday, killing 40 people. "
+       "President Alan Garcia said 300 homes collapsed in Pisco and Ica. Rescue teams dug "
+       "through the rubble through the night as aftershocks shook the region.")
+
+
+def test_twin_earthquakes_stay_two_stories_after_the_second_looks():
+    """Two quakes told in the same words but for names and figures: the smaller
+    story (two reports, as small as recheck weighs again) never joins the larger,
+    while the short item ahead of the larger's reports does join it."""
+    items = [
+        _item(1, 1, "Ercis buries its dead", "Families waited outside the hospital in Ercis for "
+              "relatives pulled from the rubble in Van. Schools and shops closed."),
+        _item(2, 2, "Peru earthquake kills 40 in Ica", ICA, hours=0.5),
+        _item(3, 3, "Turkey earthquake kills 217 in Van", VAN, hours=1),
+        _item(4, 4, "Ica quake: 40 dead in Peru", ICA.replace("Sunday", "Sunday evening"),
+              hours=1.5),
+        _item(5, 5, "Van quake: 217 dead, 970 buildings down",
+              VAN.replace("Sunday", "Sunday afternoon"), hours=2),
+        _item(6, 6, "Aftershocks hit Van after deadly quake", VAN.replace("night", "day"), hours=3),
+    ]
+    got = _cluster(items, NO_SECOND_LOOKS)
+    assert got[1] != got[3]  # the short item alone in one pass
+    assert got[2] == got[4] != got[3]
+    got = _cluster(items)
+    assert got[1] == got[3] == got[5] == got[6]
+    assert got[2] == got[4]
+    assert got[1] != got[2]
