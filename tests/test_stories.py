@@ -506,3 +506,26 @@ def test_twin_earthquakes_stay_two_stories_after_the_second_looks():
     assert got[1] == got[3] == got[5] == got[6]
     assert got[2] == got[4]
     assert got[1] != got[2]
+
+
+def test_a_story_whose_first_item_moved_takes_its_next_items_title(tmp_path):
+    """The rescue report comes first and begins the story the camp fire's reports
+    join; refine then moves it to the ferry's story. The story it began is the fire's
+    now: its title and first item are the fire's first report, not the rescue's."""
+    from aggregator.store import Store
+
+    camp, ferry = _camp_then_ferry()[:2], _camp_then_ferry()[3:]
+    rescue = _camp_then_ferry()[2]
+    db = tmp_path / "t.db"
+    _store_with_items(db, [(1, rescue[1], rescue[2], rescue[3]),
+                           *((n + 1, feed, title, text) for n, feed, title, text in camp),
+                           *ferry])
+    with Store(db) as store:
+        assert cluster_pending(store, clock=lambda: T0 + timedelta(days=1)) == 6
+    with sqlite3.connect(db) as c:
+        ids = dict(c.execute("SELECT id, story_id FROM items"))
+        assert ids[2] == ids[3] != ids[1]
+        assert ids[1] == ids[4] == ids[5] == ids[6]
+        titles = {sid: (title, item) for sid, title, item in
+                  c.execute("SELECT id, title, item_id FROM stories")}
+        assert titles[ids[2]] == ("Fire destroys Moria camp on Lesbos", 2)

@@ -85,7 +85,29 @@ def assign(batch: Sequence[tuple[ClusterItem, ItemFeatures]], w: Window, params:
         w.assigned.append((item.id, target.id))
         seen.append((item, f, vec, len(w.assigned) - 1))
     w.recheck(params)  # second looks, now that the batch's stories have grown
-    w.refine(seen, params)
+    before = list(w.assigned)
+    if w.refine(seen, params):
+        _follow_moves(seen, before, w)
+
+
+def _follow_moves(seen: Sequence[stories.Seen], before: Sequence[tuple[int, int]],
+                  w: Window) -> None:
+    """What points at an item ``refine`` moved follows it: its URL and guid keys (one
+    article, one story), and the first item (title) of the story it left, which
+    becomes that story's first remaining item."""
+    first: dict[int, tuple[int, str]] = {}
+    for item, f, _, k in seen:
+        old, new = before[k][1], w.assigned[k][1]
+        if old != new:
+            for key in keys_of(f):
+                if not key.startswith("t:") and w.keys.get(key) == old:
+                    w.keys[key] = w.new_keys[key] = new
+        else:
+            first.setdefault(new, (item.id, item.title))
+    for item, _, _, k in seen:
+        old, new = before[k][1], w.assigned[k][1]
+        if old != new and w.titles.get(old, (None,))[0] == item.id and old in first:
+            w.titles[old] = first[old]
 
 
 def _same_article(item: ClusterItem, f: ItemFeatures, w: Window,
