@@ -627,13 +627,15 @@ def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
     text, source = None, "item"
     if item.article_status == "ok":
         text, source = item.article_text, "article"
+    fetch: tuple[str, str | None, datetime | None] | None = None
     if article is not None:
         retry_at = (decide.article_retry_at(item.article_tries + 1, now)
                     if article.retryable else None)
-        store.save_article(item.id, article.status, article.text, retry_at=retry_at)
+        fetch = (article.status, article.text, retry_at)
         if article.status == "ok" and article.text:
             text, source = article.text, "article"
         elif not _stale(item, method):
+            store.save_article(item.id, article.status, article.text, retry_at=retry_at)
             return False  # a retry that failed again: the teaser's summary stands
     elif not _stale(item, method):
         return False
@@ -644,7 +646,15 @@ def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
         log.error("item %d (%s): cannot summarise: %s", item.id, item.url,
                   _internal(f"item {item.id}", e))
         summary = Summary((), (), "none:error")
-    return store.save_summary(item.id, item.content_hash, summary, now, source=source)
+    if fetch is None:
+        return store.save_summary(item.id, item.content_hash, summary, now, source=source)
+    try:  # the article and its summary in one write (the search index rewritten once)
+        return store.save_summary(item.id, item.content_hash, summary, now, source=source,
+                                  article=fetch)
+    except StorageError:
+        # the fetch is kept even when its summary cannot be: not fetched again
+        store.save_article(item.id, fetch[0], fetch[1], retry_at=fetch[2])
+        raise
 
 
 @dataclass(frozen=True)
