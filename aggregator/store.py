@@ -44,11 +44,22 @@ def migration(fn: Any) -> Any:
     return fn
 
 
+def _sqlite_utils() -> Any:
+    """sqlite-utils, for migrations only (a new or older database). It imports
+    numpy and pandas when installed, only to convert their values on insert,
+    which the aggregator never hands it: about 0.2 s of every cold start (a
+    summary's dependencies bring numpy in anyway). They stay importable."""
+    from aggregator._imports import load_without
+
+    load_without(("numpy", "pandas"), ("sqlite_utils",))
+    import sqlite_utils
+
+    return sqlite_utils
+
+
 def migration_set() -> Any:
     """The registered migrations as a sqlite-utils ``Migrations`` set."""
-    from sqlite_utils import Migrations
-
-    migrations = Migrations(MIGRATION_SET)
+    migrations = _sqlite_utils().Migrations(MIGRATION_SET)
     for fn in MIGRATIONS:
         migrations()(fn)
     return migrations
@@ -67,8 +78,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     """Apply the pending migrations in one write transaction: a second process
     opening the same new database waits for it (busy timeout), then finds
     nothing left to do, instead of racing it to create the tables."""
-    import sqlite_utils
-
+    sqlite_utils = _sqlite_utils()
     conn.execute("BEGIN IMMEDIATE")
     try:
         if _pending(conn):
