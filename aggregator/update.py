@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aggregator import decide, opml, workers
+from aggregator import decide, offload, opml, workers
 from aggregator.config import Settings
 from aggregator.errors import (
     AggregatorError,
@@ -270,7 +270,8 @@ def _pool_size(processes: int) -> int:
 
 
 @contextmanager
-def _parse_pool(due: int, processes: int) -> Iterator[Executor | None]:
+def _parse_pool(due: int, processes: int,
+                preload: Sequence[str] = ("aggregator.parse",)) -> Iterator[Executor | None]:
     """Processes that parse feeds on the other cores during a big pass (the
     first one, a cold start): parsing is most of a pass's CPU and holds the
     GIL. They live for this pass only, so an idle daemon keeps no memory.
@@ -279,7 +280,7 @@ def _parse_pool(due: int, processes: int) -> Iterator[Executor | None]:
     if due < PARSE_POOL_MIN_FEEDS or processes < 1:
         yield None
         return
-    pool = _LazyPool(processes)
+    pool = _LazyPool(processes, preload)
     try:
         yield pool
     finally:
@@ -299,7 +300,7 @@ def _summary_pool(processes: int) -> Iterator[Executor | None]:
     if processes < 1:
         yield None
         return
-    pool = _LazyPool(processes, "aggregator.summarize")
+    pool = _LazyPool(processes, offload.PRELOAD)
     try:
         yield pool
     finally:
@@ -311,9 +312,9 @@ class _LazyPool(Executor):
     pass whose every feed answers 304 (or the same bytes) starts no process
     (not even multiprocessing's resource tracker) and imports none of it."""
 
-    def __init__(self, processes: int, preload: str = "aggregator.parse") -> None:
+    def __init__(self, processes: int, preload: Sequence[str] = ("aggregator.parse",)) -> None:
         self.processes = processes
-        self.preload = preload  # imported once, by the forkserver, if it starts it
+        self.preload = list(preload)  # imported once, by the forkserver, if it starts it
         self._pool: Executor | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -327,7 +328,7 @@ class _LazyPool(Executor):
                 from concurrent.futures import ProcessPoolExecutor
 
                 ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload([self.preload])
+                ctx.set_forkserver_preload(self.preload)
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.processes, mp_context=ctx,
                     initializer=workers.exit_with_parent, initargs=(os.getpid(),))
@@ -381,7 +382,10 @@ def run_pass(
         on_due(len(due))
     moves: list[tuple[str, str]] = []
     pol = policy(settings)
-    with _parse_pool(len(due), settings.parse_processes) as pool:
+    # the forkserver the parse pool starts serves the summaries' pool too: with
+    # summaries to follow, it imports their modules once, not every worker
+    preload = ("aggregator.parse", *(offload.PRELOAD if settings.summaries else ()))
+    with _parse_pool(len(due), settings.parse_processes, preload) as pool:
         fetched_all = workers.unordered(
             lambda feed: _fetch_and_parse(fetcher, feed, clock(), pool), due, settings.workers,
             should_stop=should_stop, name="fetch",
@@ -599,15 +603,20 @@ class _Article:
     retryable: bool = False
 
 
-def _fetch_article(fetcher: Fetcher, item: PendingItem) -> _Article:
-    """An item's linked page and its main text. Never raises: the page's faults
+def _fetch_article(fetcher: Fetcher, item: PendingItem,
+                   pool: Executor | None = None) -> _Article:
+    """An item's linked page and its main text (extracted by ``pool`` when
+    given: this thread waits without the GIL). Never raises: the page's faults
     and our own bugs (in fetching or extracting) are this article's failure."""
     assert item.url
     try:
-        from aggregator.extract import extract_main_text
-
         res = _get(fetcher, item.url, accept=PAGE_ACCEPT, trusted=trusted_origin(item.feed_url))
-        text = extract_main_text(res.body or b"", res.final_url, encoding=_charset(res.headers))
+        args = (res.body or b"", res.final_url, _charset(res.headers))
+        try:
+            text = pool.submit(offload.main_text, *args).result() if pool is not None \
+                else offload.main_text(*args)
+        except BrokenExecutor:  # a worker process died: extract here instead
+            text = offload.main_text(*args)
     except BlockedAddressError as e:  # asking again gets the same answer
         return _Article(f"failed: {type(e).__name__}: {e}")
     except FetchError as e:
@@ -660,16 +669,8 @@ def _summary_input(item: PendingItem, article: _Article | None,
 
 
 def _summary_args(text: str, item: PendingItem, method: str | None) -> tuple[Any, ...]:
-    """What ``_make_summary`` needs of an item: only that goes to a process."""
+    """What ``offload.summary`` needs of an item: only that goes to a process."""
     return (text, item.language, item.title, item.summarizer or method or "default")
-
-
-def _make_summary(text: str, language: str | None, title: str | None,
-                  summarizer: str) -> Summary:
-    """The summary of an item's ``text`` (here, or in a summary process)."""
-    from aggregator.summarize import summarize
-
-    return summarize(text, language=language, title=title, summarizer=summarizer)
 
 
 def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
@@ -694,9 +695,9 @@ def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
     try:
         try:
             summary = ahead.result() if ahead is not None else \
-                _make_summary(*_summary_args(text, item, method))
+                offload.summary(*_summary_args(text, item, method))
         except BrokenExecutor:  # a summary process died: make it here instead
-            summary = _make_summary(*_summary_args(text, item, method))
+            summary = offload.summary(*_summary_args(text, item, method))
     except Exception as e:  # a bug in one summary: recorded on it, not retried until it changes
         log.error("item %d (%s): cannot summarise: %s", item.id, item.url,
                   _internal(f"item {item.id}", e))
@@ -796,9 +797,13 @@ def _summarize_batches(settings: Settings, store: Store, fetcher: Fetcher,
             break
         wanted = [p for p in pending if wants_article(p, settings, now)]
         wanted_ids = {p.id for p in wanted}
+        if first:  # a small backlog is worked off here: starting processes costs more
+            use_pool = use_pool and len(pending) >= min(batch, SUMMARY_POOL_MIN_ITEMS)
+            first = False
+        helpers = pool if use_pool else None
         articles: dict[int, _Article] = {}
         for item_id, fetched in workers.unordered(
-            lambda p: (p.id, _fetch_article(fetcher, p)), wanted, settings.workers,
+            lambda p, h=helpers: (p.id, _fetch_article(fetcher, p, h)), wanted, settings.workers,
             should_stop=should_stop, name="article",
         ):
             articles[item_id] = fetched
@@ -807,19 +812,15 @@ def _summarize_batches(settings: Settings, store: Store, fetcher: Fetcher,
                 metrics.article(fetched.status)
             progress()
             tell_counts()
-        if first:  # a small backlog is summarised here: starting processes costs more
-            use_pool = use_pool and len(pending) >= min(batch, SUMMARY_POOL_MIN_ITEMS)
-            first = False
         ahead: dict[int, Future[Summary]] = {}
-        if use_pool:
-            assert pool is not None
+        if helpers is not None:
             for item in pending:
                 if item.id in wanted_ids and item.id not in articles:
                     continue
                 plan = _summary_input(item, articles.get(item.id), settings.summarizer)
                 if plan is not None:
-                    ahead[item.id] = pool.submit(
-                        _make_summary, *_summary_args(plan[0], item, settings.summarizer))
+                    ahead[item.id] = helpers.submit(
+                        offload.summary, *_summary_args(plan[0], item, settings.summarizer))
         for item in pending:
             if should_stop():
                 break
