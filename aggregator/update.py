@@ -182,18 +182,16 @@ def _fetch_and_parse_timed(fetcher: Fetcher, feed: FeedRow, now: datetime,
         body_hash = _body_hash(result.body)
         if body_hash == feed.body_hash:
             return _Fetched(feed, result, None, body_hash)  # same bytes: nothing to parse
-        from aggregator.parse import parse  # not imported by a poll that gets only 304s
-
+        # offload.parse imports the parser when called: a poll that gets only
+        # 304s never does, nor this process while the parse pool works
+        args = (result.body, result.headers, result.final_url, now)
         if pool is not None:  # this thread waits without the GIL; another core parses
-            from concurrent.futures.process import BrokenProcessPool
-
             try:
-                parsed = pool.submit(parse, result.body, result.headers, result.final_url,
-                                     now).result()
-            except BrokenProcessPool:  # a parser process died: parse here instead
-                parsed = parse(result.body, result.headers, result.final_url, now)
+                parsed = pool.submit(offload.parse, *args).result()
+            except BrokenExecutor:  # a parser process died: parse here instead
+                parsed = offload.parse(*args)
         else:
-            parsed = parse(result.body, result.headers, result.final_url, now)
+            parsed = offload.parse(*args)
         return _Fetched(feed, result, parsed, body_hash)
     except (FetchError, ParseError) as e:
         return _Fetched(feed, error=e)
