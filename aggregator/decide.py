@@ -46,7 +46,9 @@ def assign_keys(items: tuple[ParsedItem, ...] | list[ParsedItem]) -> list[tuple[
     stories: dict[str, set[tuple[str | None, str | None]]] = {}
     for item in items:
         stories.setdefault(item_key(item), set()).add((item.url, item.title))
-    owner = {key: min(found, key=lambda story: _digest(*story))
+    # one story under a key (the usual case) owns it without hashing
+    owner = {key: next(iter(found)) if len(found) == 1
+             else min(found, key=lambda story: _digest(*story))
              for key, found in stories.items()}
     out: list[tuple[str, ParsedItem]] = []
     taken: set[str] = set()
@@ -325,13 +327,13 @@ def settle_keys(
         return next((k for k in found if k not in taken), None)
 
     for n, (_, item) in enumerate(items):
-        if keys[n] is None:
+        if keys[n] is None and exact:
             base, u, t = item_key(item), _norm(item.url), _norm(item.title)
             keys[n] = first_free(exact.get((base, u, t), ()))
             if keys[n] is not None:
                 taken.add(keys[n])
     for n, (_, item) in enumerate(items):
-        if keys[n] is None:
+        if keys[n] is None and edits:
             base, u, t = item_key(item), _norm(item.url), _norm(item.title)
             lists = [edits.get((base, "u", u), []) if u else [],
                      edits.get((base, "t", t), []) if t else [],
@@ -344,9 +346,13 @@ def settle_keys(
         if keys[n] is not None:
             continue
         base = item_key(item)
+        choice = next((k for k in (key, base) if k not in stored and k not in taken), None)
+        if choice is not None:  # the usual case: no suffix to hash
+            keys[n] = choice
+            taken.add(choice)
+            continue
         suffixed = f"{base}#{_digest(item.url, item.title)[:12]}"
-        choice = next((k for k in (key, base, suffixed) if k not in stored and k not in taken),
-                      None)
+        choice = suffixed if suffixed not in stored and suffixed not in taken else None
         extra = 2
         while choice is None:
             k = f"{suffixed}-{extra}"

@@ -44,11 +44,22 @@ def migration(fn: Any) -> Any:
     return fn
 
 
+def _sqlite_utils() -> Any:
+    """sqlite-utils, for migrations only (a new or older database). It imports
+    numpy and pandas when installed, only to convert their values on insert,
+    which the aggregator never hands it: about 0.2 s of every cold start (a
+    summary's dependencies bring numpy in anyway). They stay importable."""
+    from aggregator._imports import load_without
+
+    load_without(("numpy", "pandas"), ("sqlite_utils",))
+    import sqlite_utils
+
+    return sqlite_utils
+
+
 def migration_set() -> Any:
     """The registered migrations as a sqlite-utils ``Migrations`` set."""
-    from sqlite_utils import Migrations
-
-    migrations = Migrations(MIGRATION_SET)
+    migrations = _sqlite_utils().Migrations(MIGRATION_SET)
     for fn in MIGRATIONS:
         migrations()(fn)
     return migrations
@@ -67,8 +78,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     """Apply the pending migrations in one write transaction: a second process
     opening the same new database waits for it (busy timeout), then finds
     nothing left to do, instead of racing it to create the tables."""
-    import sqlite_utils
-
+    sqlite_utils = _sqlite_utils()
     conn.execute("BEGIN IMMEDIATE")
     try:
         if _pending(conn):
@@ -376,6 +386,11 @@ def _check_whole(conn: sqlite3.Connection, path: Path) -> None:
         conn.close()
         raise StorageError(f"not a SQLite database: {path} "
                            f"(truncated: {size} of {pages * page} bytes)")
+
+
+# one article fetch's outcome (status, text, retry_at), as save_article writes it
+_ARTICLE_SQL = ("article_status = ?, article_text = ?, article_tries = article_tries + 1, "
+                "article_retry_at = ?")
 
 
 class Store(StoriesMixin, RetentionMixin, MediaMixin, MetricsMixin):
@@ -788,24 +803,37 @@ class Store(StoriesMixin, RetentionMixin, MediaMixin, MetricsMixin):
                      retry_at: datetime | None = None) -> None:
         """One article fetch's outcome; ``retry_at``: when to try a failed one again."""
         with self.transaction() as c:
-            c.execute("UPDATE items SET article_status = ?, article_text = ?, "
-                      "article_tries = article_tries + 1, article_retry_at = ? WHERE id = ?",
+            c.execute(f"UPDATE items SET {_ARTICLE_SQL} WHERE id = ?",
                       (status[:500], text, iso(retry_at), item_id))
 
     def save_summary(self, item_id: int, content_hash: str, summary: Summary,
-                     now: datetime, *, source: str = "item") -> bool:
+                     now: datetime, *, source: str = "item",
+                     article: tuple[str, str | None, datetime | None] | None = None) -> bool:
         """Write a summary unless the item changed meanwhile (then it is redone later).
-        ``source``: the text it was made from, ``item`` or ``article``."""
+        ``source``: the text it was made from, ``item`` or ``article``. ``article``
+        (status, text, retry_at), when given, is the article fetch it was made
+        after, saved in the same statement (as ``save_article`` would, and saved
+        even when the summary is not): the search index is rewritten once for
+        both, not once for each."""
+        summary_sql = ("summary_context = ?, summary_points = ?, summary_method = ?, "
+                       "summary_hash = ?, summary_source = ?, summarized_at = ?")
+        summary_args = (" ".join(summary.context) or None,
+                        json.dumps(list(summary.points), ensure_ascii=False),
+                        summary.method, content_hash, source, iso(now))
         with self.transaction() as c:
-            cur = c.execute(
-                "UPDATE items SET summary_context = ?, summary_points = ?, summary_method = ?, "
-                "summary_hash = ?, summary_source = ?, summarized_at = ? "
-                "WHERE id = ? AND content_hash = ?",
-                (" ".join(summary.context) or None,
-                 json.dumps(list(summary.points), ensure_ascii=False),
-                 summary.method, content_hash, source, iso(now), item_id, content_hash),
-            )
-            return cur.rowcount > 0
+            if article is None:
+                cur = c.execute(f"UPDATE items SET {summary_sql} WHERE id = ? AND content_hash = ?",
+                                (*summary_args, item_id, content_hash))
+                return cur.rowcount > 0
+            status, text, retry_at = article
+            article_args = (status[:500], text, iso(retry_at))
+            cur = c.execute(f"UPDATE items SET {_ARTICLE_SQL}, {summary_sql} "
+                            "WHERE id = ? AND content_hash = ?",
+                            (*article_args, *summary_args, item_id, content_hash))
+            if cur.rowcount > 0:
+                return True
+            c.execute(f"UPDATE items SET {_ARTICLE_SQL} WHERE id = ?", (*article_args, item_id))
+            return False
 
     # --- publishing -------------------------------------------------------------------
 

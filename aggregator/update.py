@@ -28,14 +28,14 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import BrokenExecutor, Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aggregator import decide, opml, workers
+from aggregator import decide, offload, opml, workers
 from aggregator.config import Settings
 from aggregator.errors import (
     AggregatorError,
@@ -182,18 +182,16 @@ def _fetch_and_parse_timed(fetcher: Fetcher, feed: FeedRow, now: datetime,
         body_hash = _body_hash(result.body)
         if body_hash == feed.body_hash:
             return _Fetched(feed, result, None, body_hash)  # same bytes: nothing to parse
-        from aggregator.parse import parse  # not imported by a poll that gets only 304s
-
+        # offload.parse imports the parser when called: a poll that gets only
+        # 304s never does, nor this process while the parse pool works
+        args = (result.body, result.headers, result.final_url, now)
         if pool is not None:  # this thread waits without the GIL; another core parses
-            from concurrent.futures.process import BrokenProcessPool
-
             try:
-                parsed = pool.submit(parse, result.body, result.headers, result.final_url,
-                                     now).result()
-            except BrokenProcessPool:  # a parser process died: parse here instead
-                parsed = parse(result.body, result.headers, result.final_url, now)
+                parsed = pool.submit(offload.parse, *args).result()
+            except BrokenExecutor:  # a parser process died: parse here instead
+                parsed = offload.parse(*args)
         else:
-            parsed = parse(result.body, result.headers, result.final_url, now)
+            parsed = offload.parse(*args)
         return _Fetched(feed, result, parsed, body_hash)
     except (FetchError, ParseError) as e:
         return _Fetched(feed, error=e)
@@ -259,20 +257,48 @@ NotModified = tuple[int, datetime, int, datetime, dict[str, str]]
 PARSE_POOL_MIN_FEEDS = 40  # below this, starting processes costs more than it saves
 
 
-@contextmanager
-def _parse_pool(due: int, processes: int) -> Iterator[Executor | None]:
-    """Processes that parse feeds on the other cores during a big pass (the
-    first one, a cold start): parsing is most of a pass's CPU and holds the
-    GIL. They live for this pass only, so an idle daemon keeps no memory.
-    ``processes`` 0 parses on the fetch threads; below 0, one per core (4 at most)."""
+def _pool_size(processes: int) -> int:
+    """How many worker processes ``processes`` (the ``parse_processes`` setting)
+    means here: below 0, one per core (4 at most); 0 on a single core."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cpus = cpus or 1
     if processes < 0:
         processes = min(cpus, 4)
-    if due < PARSE_POOL_MIN_FEEDS or cpus < 2 or processes < 1:
+    return processes if cpus >= 2 else 0
+
+
+@contextmanager
+def _parse_pool(due: int, processes: int,
+                preload: Sequence[str] = ("aggregator.parse",)) -> Iterator[Executor | None]:
+    """Processes that parse feeds on the other cores during a big pass (the
+    first one, a cold start): parsing is most of a pass's CPU and holds the
+    GIL. They live for this pass only, so an idle daemon keeps no memory.
+    ``processes`` 0 parses on the fetch threads; below 0, one per core (4 at most)."""
+    processes = _pool_size(processes)
+    if due < PARSE_POOL_MIN_FEEDS or processes < 1:
         yield None
         return
-    pool = _LazyPool(processes)
+    pool = _LazyPool(processes, preload)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+SUMMARY_POOL_MIN_ITEMS = 50  # a first batch this full: summaries made on the other cores
+
+
+@contextmanager
+def _summary_pool(processes: int) -> Iterator[Executor | None]:
+    """Processes that make summaries (pure Python, most of the pipeline's CPU)
+    on the other cores while this one fetches pages and writes, for a big
+    backlog; the same ``parse_processes`` setting (none in the daemon). Started
+    by the first submit only."""
+    processes = _pool_size(processes)
+    if processes < 1:
+        yield None
+        return
+    pool = _LazyPool(processes, offload.PRELOAD)
     try:
         yield pool
     finally:
@@ -284,8 +310,9 @@ class _LazyPool(Executor):
     pass whose every feed answers 304 (or the same bytes) starts no process
     (not even multiprocessing's resource tracker) and imports none of it."""
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, preload: Sequence[str] = ("aggregator.parse",)) -> None:
         self.processes = processes
+        self.preload = list(preload)  # imported once, by the forkserver, if it starts it
         self._pool: Executor | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -299,7 +326,7 @@ class _LazyPool(Executor):
                 from concurrent.futures import ProcessPoolExecutor
 
                 ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload(["aggregator.parse"])
+                ctx.set_forkserver_preload(self.preload)
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.processes, mp_context=ctx,
                     initializer=workers.exit_with_parent, initargs=(os.getpid(),))
@@ -353,7 +380,10 @@ def run_pass(
         on_due(len(due))
     moves: list[tuple[str, str]] = []
     pol = policy(settings)
-    with _parse_pool(len(due), settings.parse_processes) as pool:
+    # the forkserver the parse pool starts serves the summaries' pool too: with
+    # summaries to follow, it imports their modules once, not every worker
+    preload = ("aggregator.parse", *(offload.PRELOAD if settings.summaries else ()))
+    with _parse_pool(len(due), settings.parse_processes, preload) as pool:
         fetched_all = workers.unordered(
             lambda feed: _fetch_and_parse(fetcher, feed, clock(), pool), due, settings.workers,
             should_stop=should_stop, name="fetch",
@@ -571,15 +601,20 @@ class _Article:
     retryable: bool = False
 
 
-def _fetch_article(fetcher: Fetcher, item: PendingItem) -> _Article:
-    """An item's linked page and its main text. Never raises: the page's faults
+def _fetch_article(fetcher: Fetcher, item: PendingItem,
+                   pool: Executor | None = None) -> _Article:
+    """An item's linked page and its main text (extracted by ``pool`` when
+    given: this thread waits without the GIL). Never raises: the page's faults
     and our own bugs (in fetching or extracting) are this article's failure."""
     assert item.url
     try:
-        from aggregator.extract import extract_main_text
-
         res = _get(fetcher, item.url, accept=PAGE_ACCEPT, trusted=trusted_origin(item.feed_url))
-        text = extract_main_text(res.body or b"", res.final_url, encoding=_charset(res.headers))
+        args = (res.body or b"", res.final_url, _charset(res.headers))
+        try:
+            text = pool.submit(offload.main_text, *args).result() if pool is not None \
+                else offload.main_text(*args)
+        except BrokenExecutor:  # a worker process died: extract here instead
+            text = offload.main_text(*args)
     except BlockedAddressError as e:  # asking again gets the same answer
         return _Article(f"failed: {type(e).__name__}: {e}")
     except FetchError as e:
@@ -616,35 +651,64 @@ def _other_method(item: PendingItem, method: str | None) -> bool:
     return True
 
 
+def _summary_input(item: PendingItem, article: _Article | None,
+                   method: str | None) -> tuple[str, str] | None:
+    """The text to summarise and where it is from (``item`` or ``article``), or
+    None when the summary stored is up to date: a fresh article is always
+    summarised, else only a stale summary (``_stale``) is made again."""
+    text, source = None, "item"
+    if item.article_status == "ok":
+        text, source = item.article_text, "article"
+    if article is not None and article.status == "ok" and article.text:
+        text, source = article.text, "article"
+    elif not _stale(item, method):
+        return None
+    return text or item.content_text or "", source
+
+
+def _summary_args(text: str, item: PendingItem, method: str | None) -> tuple[Any, ...]:
+    """What ``offload.summary`` needs of an item: only that goes to a process."""
+    return (text, item.language, item.title, item.summarizer or method or "default")
+
+
 def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
-                    now: datetime, method: str | None = None) -> bool:
+                    now: datetime, method: str | None = None,
+                    ahead: Future[Summary] | None = None) -> bool:
     """Record the article fetch (if one was made) and write the summary when it
     is out of date; True when a summary was written. A failed fetch is tried
     again later (``decide.article_retry_at``); meanwhile the item is summarised
     from its own text, and again from the article once that arrives."""
-    from aggregator.summarize import summarize
-
-    text, source = None, "item"
-    if item.article_status == "ok":
-        text, source = item.article_text, "article"
+    plan = _summary_input(item, article, method)
+    fetch: tuple[str, str | None, datetime | None] | None = None
     if article is not None:
         retry_at = (decide.article_retry_at(item.article_tries + 1, now)
                     if article.retryable else None)
-        store.save_article(item.id, article.status, article.text, retry_at=retry_at)
-        if article.status == "ok" and article.text:
-            text, source = article.text, "article"
-        elif not _stale(item, method):
+        fetch = (article.status, article.text, retry_at)
+        if plan is None:
+            store.save_article(item.id, article.status, article.text, retry_at=retry_at)
             return False  # a retry that failed again: the teaser's summary stands
-    elif not _stale(item, method):
+    if plan is None:
         return False
+    text, source = plan
     try:
-        summary = summarize(text or item.content_text or "", language=item.language,
-                            title=item.title, summarizer=item.summarizer or method or "default")
+        try:
+            summary = ahead.result() if ahead is not None else \
+                offload.summary(*_summary_args(text, item, method))
+        except BrokenExecutor:  # a summary process died: make it here instead
+            summary = offload.summary(*_summary_args(text, item, method))
     except Exception as e:  # a bug in one summary: recorded on it, not retried until it changes
         log.error("item %d (%s): cannot summarise: %s", item.id, item.url,
                   _internal(f"item {item.id}", e))
         summary = Summary((), (), "none:error")
-    return store.save_summary(item.id, item.content_hash, summary, now, source=source)
+    if fetch is None:
+        return store.save_summary(item.id, item.content_hash, summary, now, source=source)
+    try:  # the article and its summary in one write (the search index rewritten once)
+        return store.save_summary(item.id, item.content_hash, summary, now, source=source,
+                                  article=fetch)
+    except StorageError:
+        # the fetch is kept even when its summary cannot be: not fetched again
+        store.save_article(item.id, fetch[0], fetch[1], retry_at=fetch[2])
+        raise
 
 
 @dataclass(frozen=True)
@@ -693,19 +757,35 @@ def summarize_pending(
     article and each summary (``update``'s progress line; counting the backlog
     first costs one read of it). ``metrics`` hears each article's result and each
     summary's time (the daemon's /metrics)."""
+    totals = summary_backlog(settings, store, clock()) if counts else (0, 0)
+    if counts:
+        counts(SummaryProgress(0, totals[0], 0, totals[1]))
+    with _summary_pool(settings.parse_processes) as pool:
+        return _summarize_batches(settings, store, fetcher, pool, limit=limit, batch=batch,
+                                  clock=clock, should_stop=should_stop, progress=progress,
+                                  metrics=metrics, totals=totals, counts=counts)
+
+
+def _summarize_batches(settings: Settings, store: Store, fetcher: Fetcher,
+                       pool: Executor | None, *, limit: int | None, batch: int, clock: Clock,
+                       should_stop: Callable[[], bool], progress: Callable[[], None],
+                       metrics: Metrics | None, totals: tuple[int, int],
+                       counts: Callable[[SummaryProgress], None] | None) -> int:
+    """summarize_pending's loop; with ``pool``, each batch's summaries are
+    asked of it as soon as its pages are in, and written here in turn."""
     done = 0
     fetched_pages = 0
-    totals = summary_backlog(settings, store, clock()) if counts else (0, 0)
 
-    def tell() -> None:
+    def tell_counts() -> None:
         if counts:
             counts(SummaryProgress(fetched_pages, max(totals[0], fetched_pages),
                                    done, max(totals[1], done)))
 
-    tell()
     skip: set[int] = set()  # failed in this call: not picked again by it
     written: set[int] = set()
     trouble = _StorageTrouble()
+    use_pool = pool is not None
+    first = True
     while not should_stop() and (limit is None or done < limit):
         now = clock()
         pending = store.pending_summaries(
@@ -715,9 +795,13 @@ def summarize_pending(
             break
         wanted = [p for p in pending if wants_article(p, settings, now)]
         wanted_ids = {p.id for p in wanted}
+        if first:  # a small backlog is worked off here: starting processes costs more
+            use_pool = use_pool and len(pending) >= min(batch, SUMMARY_POOL_MIN_ITEMS)
+            first = False
+        helpers = pool if use_pool else None
         articles: dict[int, _Article] = {}
         for item_id, fetched in workers.unordered(
-            lambda p: (p.id, _fetch_article(fetcher, p)), wanted, settings.workers,
+            lambda p, h=helpers: (p.id, _fetch_article(fetcher, p, h)), wanted, settings.workers,
             should_stop=should_stop, name="article",
         ):
             articles[item_id] = fetched
@@ -725,7 +809,16 @@ def summarize_pending(
             if metrics is not None:
                 metrics.article(fetched.status)
             progress()
-            tell()
+            tell_counts()
+        ahead: dict[int, Future[Summary]] = {}
+        if helpers is not None:
+            for item in pending:
+                if item.id in wanted_ids and item.id not in articles:
+                    continue
+                plan = _summary_input(item, articles.get(item.id), settings.summarizer)
+                if plan is not None:
+                    ahead[item.id] = helpers.submit(
+                        offload.summary, *_summary_args(plan[0], item, settings.summarizer))
         for item in pending:
             if should_stop():
                 break
@@ -737,7 +830,7 @@ def summarize_pending(
             started = time.monotonic()
             try:
                 wrote = _summarize_item(store, item, articles.get(item.id), clock(),
-                                        settings.summarizer)
+                                        settings.summarizer, ahead.pop(item.id, None))
             except StorageError as e:
                 log.error("item %d (%s): not saved, tried again later: %s", item.id, item.url,
                           e)
@@ -755,10 +848,12 @@ def summarize_pending(
                 written.add(item.id)
                 if metrics is not None:
                     metrics.summarized(time.monotonic() - started)
-                tell()
+                tell_counts()
             elif item.id not in articles:
                 skip.add(item.id)  # nothing to do after all (e.g. changed meanwhile)
             progress()
+        for left in ahead.values():  # stopped: what was asked ahead is not waited for
+            left.cancel()
     return done
 
 

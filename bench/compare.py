@@ -9,9 +9,14 @@ peak memory of every child process, the parse pool's forkserver included):
 The contestants (bench/drivers.py):
 
     aggregator   ``update --all --no-articles --no-summaries --no-publish``, with
-                 ``workers`` and ``per_host`` as the run's setting says; its
-                 stories stage runs, as it does for a user (a cold run with
-                 ``--no-stories`` as well, to show what that stage costs)
+                 ``workers`` and ``per_host`` as the run's setting says. Its
+                 cold run that is set beside reader's also has ``--no-stories``
+                 (``aggregator-nostories``): reader clusters no stories, so the
+                 like-for-like work is fetch, parse, store and the search
+                 index. The cold run with the stories stage, as it runs for a
+                 user, takes its turn too and is reported as a row of its own
+                 ("cold ingest + stories"), with no reader target. The warm
+                 and incremental polls run as a user's do: stories stage on
     reader       lemon24/reader, ``update_feeds(workers=N)`` (no per-host limit)
     minimal      a minimal script: httpx + feedparser on N threads, no storage
     floor        http.client on N threads reading every body, nothing else:
@@ -50,6 +55,8 @@ from bench.harness import (
 )
 
 TOOLS = ("aggregator", "reader", "minimal", "floor")
+# the cold turn: the with-stories run, then the one set beside reader
+COLD_TOOLS = ("aggregator", "aggregator-nostories", "reader", "minimal", "floor")
 DRIVER = {"reader": "reader", "minimal": "minimal", "floor": "download"}
 PHASES = ("startup", "cold", "warm", "incremental")
 # what each contestant imports before its first request ("python": nothing)
@@ -178,7 +185,9 @@ class Ingest:
         if "startup" in phases:
             for tool in (*order, "python"):
                 self.startup(tool)
-        cold = (*order, "aggregator-nostories") if self.no_stories else order
+        cold = order
+        if self.no_stories:  # in the turn, next to reader: load hits both alike
+            cold = COLD_TOOLS if index % 2 == 0 else COLD_TOOLS[::-1]
         for tool in cold:
             self.reset(tool)
             s = self.run(tool, "cold")

@@ -48,6 +48,14 @@ def test_tiny_bench_runs_every_part_and_writes_its_table(tmp_path: Path) -> None
             f = figures[f"{name} {tag}"]
             assert f["target"] == target
             assert f["verdict"] == ("PASS" if f["ratio_reader"] <= 0.5 else "MISS")
+        # like for like: the row set beside reader is the --no-stories pass; the
+        # pass with the stories stage is a row of its own, with no reader target
+        cold = figures[f"cold ingest {tag}"]
+        with_stories = figures[f"cold ingest + stories {tag}"]
+        assert "--no-stories" in cold["note"]
+        assert with_stories["aggregator"] > 0 and with_stories["met"] is None
+        assert with_stories["target"] == "none (reader has no stories)"
+        assert with_stories["verdict"] == "-"
         pipe = figures[f"full pipeline cold {tag}"]
         assert pipe["target"] == ">= 150"
         assert pipe["verdict"] == ("PASS" if pipe["aggregator"] >= 150 else "MISS")
@@ -80,6 +88,12 @@ def test_tiny_bench_runs_every_part_and_writes_its_table(tmp_path: Path) -> None
                 assert s["cpu"] >= s["cpu_main"] and s["farm_cpu"] >= 0, s
         nostories = [s for s in samples if s["tool"] == "aggregator-nostories"]
         assert nostories and nostories[0]["entries"] == 15
+        # the cold ingest row is that run's wall time (one repeat: its median)
+        tag = {"equal": equal, "defaults": defaults}[setting]
+        assert figures[f"cold ingest {tag}"]["aggregator"] == round(nostories[0]["wall"], 4)
+        stories = [s for s in samples if s["tool"] == "aggregator" and s["phase"] == "cold"]
+        assert figures[f"cold ingest + stories {tag}"]["aggregator"] == \
+            round(stories[0]["wall"], 4)
     # the aggregator's polite-client promise, counted by the farm
     assert figures[f"requests per feed per poll {equal}"]["aggregator"] == 1
     assert figures[f"requests per feed per poll {defaults}"]["met"] is True
