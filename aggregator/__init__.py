@@ -2,11 +2,11 @@
 
 The pipeline, one module per stage (open them in this order to follow an item):
 
-    opml.py -> fetch.py -> parse.py -> decide.py -> store.py
-            -> extract.py -> summarize.py -> publish.py -> serve.py
+    opml.py -> fetch.py -> parse.py -> decide.py -> store/ -> stages/cluster.py
+            -> extract.py -> summarize.py -> publish/ -> serve.py
 
 ``update.py`` wires the stages into one pass, ``daemon.py`` runs passes on a
-schedule, ``cli.py`` is the command line.
+schedule, ``cli/`` is the command line.
 """
 
 from __future__ import annotations

@@ -47,12 +47,12 @@ from aggregator.config import Settings
 from aggregator.errors import AggregatorError
 from aggregator.fetch import Fetcher
 from aggregator.notify import Notifier, Watchdog, watchdog_interval
+from aggregator.stages.summaries import summarize_pending
 from aggregator.store import Store
 from aggregator.update import (
     make_fetcher,
     publish_now,
     run_pass,
-    summarize_pending,
     sync_subscriptions,
     utcnow,
 )

@@ -7,7 +7,7 @@ process imports shows up, and two daemons in one test process don't clash):
   stage, publishing), so they start from zero when it starts, as Prometheus expects
   of counters;
 - read from the database at each scrape (``StoreCollector`` -> ``Store.metrics()``
-  in storemetrics.py): how the feeds stand, the backlogs, the file's size. They hold
+  in store/metrics.py): how the feeds stand, the backlogs, the file's size. They hold
   for ``aggregator serve`` too, which has no pass of its own to count.
 
     aggregator_polls_total{result,status}          feed polls: result new, not_modified,

@@ -105,4 +105,4 @@ class Entry:
     feed_origin: str | None = None  # the feed's first URL: ids stay put when it moves
     feed_private: bool = False  # marked private in feeds.opml: its URL is never published
     story_id: int | None = None  # stories.id once clustered (see aggregator/stories.py)
-    enclosures: tuple[Enclosure, ...] = ()  # the enclosures table (storemedia.py)
+    enclosures: tuple[Enclosure, ...] = ()  # the enclosures table (store/media.py)

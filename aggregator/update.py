@@ -14,7 +14,7 @@ becomes that feed's error state, and the pass goes on. Only a database that
 fails write after write (``_StorageTrouble``) stops a pass.
 
 Summaries (article fetch + extraction + summarising) are a second, separate
-stage, ``summarize_pending``: the daemon runs it on its own thread so it never
+stage, ``stages/summaries.summarize_pending``: the daemon runs it on its own thread so it never
 delays polling.
 """
 
@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import random
-import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import BrokenExecutor, Executor, Future
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,21 +36,22 @@ from aggregator import decide, offload, opml, workers
 from aggregator.config import Settings
 from aggregator.errors import (
     AggregatorError,
-    BlockedAddressError,
     FetchError,
     HTTPStatusError,
     OPMLError,
     ParseError,
     StorageError,
 )
-from aggregator.fetch import PAGE_ACCEPT, Fetcher, Limits
+from aggregator.fetch import Fetcher, Limits
 from aggregator.guard import Guard, trusted_origin
 from aggregator.logs import log_feed_result
-from aggregator.store import FeedRow, PendingItem, Store
-from aggregator.types import FetchResult, ParsedFeed, Summary
+from aggregator.store import FeedRow, Store
+from aggregator.types import FetchResult, ParsedFeed
 
 if TYPE_CHECKING:
-    from aggregator.metrics import Metrics
+    pass
+
+from aggregator.pools import _parse_pool
 
 log = logging.getLogger("aggregator.update")
 fetch_log = logging.getLogger("aggregator.fetch")  # one DEBUG line per fetch (`-v`)
@@ -253,92 +251,6 @@ class _StorageTrouble:
 
 # a 304 to write: (feed id, when, status, next fetch, headers)
 NotModified = tuple[int, datetime, int, datetime, dict[str, str]]
-
-PARSE_POOL_MIN_FEEDS = 40  # below this, starting processes costs more than it saves
-
-
-def _pool_size(processes: int) -> int:
-    """How many worker processes ``processes`` (the ``parse_processes`` setting)
-    means here: below 0, one per core (4 at most); 0 on a single core."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpus = cpus or 1
-    if processes < 0:
-        processes = min(cpus, 4)
-    return processes if cpus >= 2 else 0
-
-
-@contextmanager
-def _parse_pool(due: int, processes: int,
-                preload: Sequence[str] = ("aggregator.parse",)) -> Iterator[Executor | None]:
-    """Processes that parse feeds on the other cores during a big pass (the
-    first one, a cold start): parsing is most of a pass's CPU and holds the
-    GIL. They live for this pass only, so an idle daemon keeps no memory.
-    ``processes`` 0 parses on the fetch threads; below 0, one per core (4 at most)."""
-    processes = _pool_size(processes)
-    if due < PARSE_POOL_MIN_FEEDS or processes < 1:
-        yield None
-        return
-    pool = _LazyPool(processes, preload)
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-SUMMARY_POOL_MIN_ITEMS = 50  # a first batch this full: summaries made on the other cores
-
-
-@contextmanager
-def _summary_pool(processes: int) -> Iterator[Executor | None]:
-    """Processes that make summaries (pure Python, most of the pipeline's CPU)
-    on the other cores while this one fetches pages and writes, for a big
-    backlog; the same ``parse_processes`` setting (none in the daemon). Started
-    by the first submit only."""
-    processes = _pool_size(processes)
-    if processes < 1:
-        yield None
-        return
-    pool = _LazyPool(processes, offload.PRELOAD)
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-class _LazyPool(Executor):
-    """The parse pool, started by the first feed that has a body to parse: a
-    pass whose every feed answers 304 (or the same bytes) starts no process
-    (not even multiprocessing's resource tracker) and imports none of it."""
-
-    def __init__(self, processes: int, preload: Sequence[str] = ("aggregator.parse",)) -> None:
-        self.processes = processes
-        self.preload = list(preload)  # imported once, by the forkserver, if it starts it
-        self._pool: Executor | None = None
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        with self._lock:
-            if self._closed:  # as ProcessPoolExecutor says it
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            if self._pool is None:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor
-
-                ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload(self.preload)
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self.processes, mp_context=ctx,
-                    initializer=workers.exit_with_parent, initargs=(os.getpid(),))
-            pool = self._pool
-        return pool.submit(fn, *args, **kwargs)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
-            pool, self._pool, self._closed = self._pool, None, True
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-
 
 def run_pass(
     settings: Settings,
@@ -573,288 +485,6 @@ def _apply_moves(settings: Settings, store: Store, moves: Sequence[tuple[str, st
                       old, new, e)
             continue
         log.info("%s: moved permanently to %s", old, new)
-
-
-# --- the second stage: articles and summaries -----------------------------------------
-
-
-def wants_article(item: PendingItem, settings: Settings, now: datetime | None = None) -> bool:
-    """Fetch the linked page when article fetching is on (globally and for the
-    feed) and either it wasn't tried yet and the item's own text is too short to
-    summarise, or an earlier fetch failed and its retry time (``now``) has come."""
-    if not settings.fetch_articles or item.fetch_articles is False or not item.url:
-        return False
-    if item.article_status is None:
-        words = len((item.content_text or "").split())
-        return words < settings.min_content_words
-    return (now is not None and item.article_retry_at is not None
-            and item.article_retry_at <= now and item.article_status.startswith("failed"))
-
-
-@dataclass(frozen=True)
-class _Article:
-    """One article fetch: ``ok`` with its text, ``too little text``, or ``failed: ...``
-    (``retryable`` unless the address guard refused it)."""
-
-    status: str
-    text: str | None = None
-    retryable: bool = False
-
-
-def _fetch_article(fetcher: Fetcher, item: PendingItem,
-                   pool: Executor | None = None) -> _Article:
-    """An item's linked page and its main text (extracted by ``pool`` when
-    given: this thread waits without the GIL). Never raises: the page's faults
-    and our own bugs (in fetching or extracting) are this article's failure."""
-    assert item.url
-    try:
-        res = _get(fetcher, item.url, accept=PAGE_ACCEPT, trusted=trusted_origin(item.feed_url))
-        args = (res.body or b"", res.final_url, _charset(res.headers))
-        try:
-            text = pool.submit(offload.main_text, *args).result() if pool is not None \
-                else offload.main_text(*args)
-        except BrokenExecutor:  # a worker process died: extract here instead
-            text = offload.main_text(*args)
-    except BlockedAddressError as e:  # asking again gets the same answer
-        return _Article(f"failed: {type(e).__name__}: {e}")
-    except FetchError as e:
-        return _Article(f"failed: {type(e).__name__}: {e}", retryable=True)
-    except Exception as e:
-        return _Article(f"failed: {_internal(item.url, e)}", retryable=True)
-    if not text:  # the page answered; what it holds is not an article (not retried)
-        return _Article("too little text")
-    return _Article("ok", text)
-
-
-def _charset(headers: dict[str, str]) -> str | None:
-    for part in headers.get("content-type", "").split(";")[1:]:
-        name, _, value = part.strip().partition("=")
-        if name.lower() == "charset" and value:
-            return value.strip('"\' ')
-    return None
-
-
-def _stale(item: PendingItem, method: str | None = None) -> bool:
-    """The summary is missing, made from older content, from the item's own
-    text while its article is there, or by another method than wanted."""
-    return (item.summary_hash != item.content_hash
-            or (item.article_status == "ok" and item.summary_source != "article")
-            or _other_method(item, method))
-
-
-def _other_method(item: PendingItem, method: str | None) -> bool:
-    """The summary was made by another method than the item's feed wants."""
-    made, _, language = (item.summary_method or "").partition(":")
-    want = item.summarizer or method
-    if not want or made in ("", want, "none") or (made == "lead" and len(language) <= 3):
-        return False  # lead:<code>, none:*: what any method gives such a text
-    return True
-
-
-def _summary_input(item: PendingItem, article: _Article | None,
-                   method: str | None) -> tuple[str, str] | None:
-    """The text to summarise and where it is from (``item`` or ``article``), or
-    None when the summary stored is up to date: a fresh article is always
-    summarised, else only a stale summary (``_stale``) is made again."""
-    text, source = None, "item"
-    if item.article_status == "ok":
-        text, source = item.article_text, "article"
-    if article is not None and article.status == "ok" and article.text:
-        text, source = article.text, "article"
-    elif not _stale(item, method):
-        return None
-    return text or item.content_text or "", source
-
-
-def _summary_args(text: str, item: PendingItem, method: str | None) -> tuple[Any, ...]:
-    """What ``offload.summary`` needs of an item: only that goes to a process."""
-    return (text, item.language, item.title, item.summarizer or method or "default")
-
-
-def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
-                    now: datetime, method: str | None = None,
-                    ahead: Future[Summary] | None = None) -> bool:
-    """Record the article fetch (if one was made) and write the summary when it
-    is out of date; True when a summary was written. A failed fetch is tried
-    again later (``decide.article_retry_at``); meanwhile the item is summarised
-    from its own text, and again from the article once that arrives."""
-    plan = _summary_input(item, article, method)
-    fetch: tuple[str, str | None, datetime | None] | None = None
-    if article is not None:
-        retry_at = (decide.article_retry_at(item.article_tries + 1, now)
-                    if article.retryable else None)
-        fetch = (article.status, article.text, retry_at)
-        if plan is None:
-            store.save_article(item.id, article.status, article.text, retry_at=retry_at)
-            return False  # a retry that failed again: the teaser's summary stands
-    if plan is None:
-        return False
-    text, source = plan
-    try:
-        try:
-            summary = ahead.result() if ahead is not None else \
-                offload.summary(*_summary_args(text, item, method))
-        except BrokenExecutor:  # a summary process died: make it here instead
-            summary = offload.summary(*_summary_args(text, item, method))
-    except Exception as e:  # a bug in one summary: recorded on it, not retried until it changes
-        log.error("item %d (%s): cannot summarise: %s", item.id, item.url,
-                  _internal(f"item {item.id}", e))
-        summary = Summary((), (), "none:error")
-    if fetch is None:
-        return store.save_summary(item.id, item.content_hash, summary, now, source=source)
-    try:  # the article and its summary in one write (the search index rewritten once)
-        return store.save_summary(item.id, item.content_hash, summary, now, source=source,
-                                  article=fetch)
-    except StorageError:
-        # the fetch is kept even when its summary cannot be: not fetched again
-        store.save_article(item.id, fetch[0], fetch[1], retry_at=fetch[2])
-        raise
-
-
-@dataclass(frozen=True)
-class SummaryProgress:
-    """How far ``summarize_pending`` is: article pages fetched and summaries
-    written, each out of the backlog counted when it started (``summary_backlog``).
-    A total is a count at the start: retries that succeed can take ``done`` past it."""
-
-    articles: int
-    articles_total: int
-    summarised: int
-    summaries_total: int
-
-
-def summary_backlog(settings: Settings, store: Store, now: datetime) -> tuple[int, int]:
-    """(article pages to fetch, summaries to write) for the backlog as it is now,
-    by the rules ``summarize_pending`` follows; read one item at a time."""
-    articles = summaries = 0
-    for item in store.pending_overview(now=now if settings.fetch_articles else None,
-                                       method=settings.summarizer, window=settings.max_entries):
-        articles += wants_article(item, settings, now)
-        summaries += _stale(item, settings.summarizer)
-    return articles, summaries
-
-
-def summarize_pending(
-    settings: Settings,
-    store: Store,
-    fetcher: Fetcher,
-    *,
-    limit: int | None = None,
-    batch: int = 50,
-    clock: Clock = utcnow,
-    should_stop: Callable[[], bool] = lambda: False,
-    progress: Callable[[], None] = lambda: None,
-    counts: Callable[[SummaryProgress], None] | None = None,
-    metrics: Metrics | None = None,
-) -> int:
-    """Work off the backlog of items without an up-to-date summary, and the
-    failed article fetches due again; returns how many summaries were written.
-    Each item is one boundary: any failure in fetching its article, extracting,
-    summarising or saving is that item's alone. Each summary is one small
-    transaction, so stopping between two loses nothing. ``progress`` is called
-    after each article fetched and each item done (the daemon's watchdog listens);
-    ``counts``, when given, hears a SummaryProgress at the start and after each
-    article and each summary (``update``'s progress line; counting the backlog
-    first costs one read of it). ``metrics`` hears each article's result and each
-    summary's time (the daemon's /metrics)."""
-    totals = summary_backlog(settings, store, clock()) if counts else (0, 0)
-    if counts:
-        counts(SummaryProgress(0, totals[0], 0, totals[1]))
-    with _summary_pool(settings.parse_processes) as pool:
-        return _summarize_batches(settings, store, fetcher, pool, limit=limit, batch=batch,
-                                  clock=clock, should_stop=should_stop, progress=progress,
-                                  metrics=metrics, totals=totals, counts=counts)
-
-
-def _summarize_batches(settings: Settings, store: Store, fetcher: Fetcher,
-                       pool: Executor | None, *, limit: int | None, batch: int, clock: Clock,
-                       should_stop: Callable[[], bool], progress: Callable[[], None],
-                       metrics: Metrics | None, totals: tuple[int, int],
-                       counts: Callable[[SummaryProgress], None] | None) -> int:
-    """summarize_pending's loop; with ``pool``, each batch's summaries are
-    asked of it as soon as its pages are in, and written here in turn."""
-    done = 0
-    fetched_pages = 0
-
-    def tell_counts() -> None:
-        if counts:
-            counts(SummaryProgress(fetched_pages, max(totals[0], fetched_pages),
-                                   done, max(totals[1], done)))
-
-    skip: set[int] = set()  # failed in this call: not picked again by it
-    written: set[int] = set()
-    trouble = _StorageTrouble()
-    use_pool = pool is not None
-    first = True
-    while not should_stop() and (limit is None or done < limit):
-        now = clock()
-        pending = store.pending_summaries(
-            batch, now=now if settings.fetch_articles else None, exclude=sorted(skip),
-            method=settings.summarizer, window=settings.max_entries)
-        if not pending:
-            break
-        wanted = [p for p in pending if wants_article(p, settings, now)]
-        wanted_ids = {p.id for p in wanted}
-        if first:  # a small backlog is worked off here: starting processes costs more
-            use_pool = use_pool and len(pending) >= min(batch, SUMMARY_POOL_MIN_ITEMS)
-            first = False
-        helpers = pool if use_pool else None
-        articles: dict[int, _Article] = {}
-        for item_id, fetched in workers.unordered(
-            lambda p, h=helpers: (p.id, _fetch_article(fetcher, p, h)), wanted, settings.workers,
-            should_stop=should_stop, name="article",
-        ):
-            articles[item_id] = fetched
-            fetched_pages += 1
-            if metrics is not None:
-                metrics.article(fetched.status)
-            progress()
-            tell_counts()
-        ahead: dict[int, Future[Summary]] = {}
-        if helpers is not None:
-            for item in pending:
-                if item.id in wanted_ids and item.id not in articles:
-                    continue
-                plan = _summary_input(item, articles.get(item.id), settings.summarizer)
-                if plan is not None:
-                    ahead[item.id] = helpers.submit(
-                        offload.summary, *_summary_args(plan[0], item, settings.summarizer))
-        for item in pending:
-            if should_stop():
-                break
-            if item.id in wanted_ids and item.id not in articles:
-                continue  # its article fetch was cut short by a stop: next time
-            if item.id in written and item.id not in articles:
-                skip.add(item.id)  # written once already and still pending: not again now
-                continue
-            started = time.monotonic()
-            try:
-                wrote = _summarize_item(store, item, articles.get(item.id), clock(),
-                                        settings.summarizer, ahead.pop(item.id, None))
-            except StorageError as e:
-                log.error("item %d (%s): not saved, tried again later: %s", item.id, item.url,
-                          e)
-                skip.add(item.id)
-                trouble.failed(e)  # raises when the database keeps failing
-                continue
-            except Exception as e:  # a bug outside the summary itself
-                log.error("item %d (%s): %s", item.id, item.url,
-                          _internal(f"item {item.id}", e))
-                skip.add(item.id)
-                continue
-            trouble.ok()
-            if wrote:
-                done += 1
-                written.add(item.id)
-                if metrics is not None:
-                    metrics.summarized(time.monotonic() - started)
-                tell_counts()
-            elif item.id not in articles:
-                skip.add(item.id)  # nothing to do after all (e.g. changed meanwhile)
-            progress()
-        for left in ahead.values():  # stopped: what was asked ahead is not waited for
-            left.cancel()
-    return done
 
 
 def publish_now(settings: Settings, store: Store, *, clock: Clock = utcnow) -> list[Path]:

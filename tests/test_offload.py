@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from hostile_servers import settings_for
 
-from aggregator import offload, update
+from aggregator import offload, pools
+from aggregator.stages.summaries import summarize_pending
 from aggregator.store import Store
-from aggregator.update import make_fetcher, run_pass, summarize_pending
+from aggregator.update import make_fetcher, run_pass
 from bench.farm import Farm
 
 COLUMNS = ("key", "article_status", "article_text", "article_tries", "summary_context",
@@ -41,14 +42,14 @@ def work_off(tmp_path: Path, farm: Farm, name: str, processes: int) -> list[tupl
 
 def test_worker_processes_store_what_the_one_process_stores(tmp_path, monkeypatch):
     asked: list[str] = []
-    submit = update._LazyPool.submit
+    submit = pools._LazyPool.submit
 
     def counting(self, fn, /, *args, **kwargs):
         asked.append(fn.__name__)
         return submit(self, fn, *args, **kwargs)
 
-    monkeypatch.setattr(update._LazyPool, "submit", counting)
-    monkeypatch.setattr(update, "_pool_size", lambda processes: processes)  # any machine
+    monkeypatch.setattr(pools._LazyPool, "submit", counting)
+    monkeypatch.setattr(pools, "_pool_size", lambda processes: processes)  # any machine
     with Farm(4, 15).serve() as farm:  # 60 items: a first batch of 50 is full
         alone = work_off(tmp_path, farm, "alone", 0)
         assert asked == []
@@ -60,9 +61,9 @@ def test_worker_processes_store_what_the_one_process_stores(tmp_path, monkeypatc
 
 def test_a_small_backlog_starts_no_process(tmp_path, monkeypatch):
     started: list[int] = []
-    monkeypatch.setattr(update._LazyPool, "submit",
+    monkeypatch.setattr(pools._LazyPool, "submit",
                         lambda self, *a, **k: started.append(1))
-    monkeypatch.setattr(update, "_pool_size", lambda processes: processes)
+    monkeypatch.setattr(pools, "_pool_size", lambda processes: processes)
     with Farm(2, 5).serve() as farm:
         s = settings_for(tmp_path, fetch_articles=True, summaries=True, parse_processes=2,
                          feeds=farm.write_opml(tmp_path / "feeds.opml"))

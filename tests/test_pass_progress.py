@@ -27,14 +27,9 @@ from aggregator import fetch
 from aggregator.cli.output import _Progress
 from aggregator.errors import NetworkError
 from aggregator.fetch import DNSFailures
+from aggregator.stages.summaries import SummaryProgress, summarize_pending
 from aggregator.store import Store
-from aggregator.update import (
-    FeedOutcome,
-    SummaryProgress,
-    make_fetcher,
-    run_pass,
-    summarize_pending,
-)
+from aggregator.update import FeedOutcome, make_fetcher, run_pass
 
 ROOT = Path(__file__).resolve().parents[1]
 DEAD = "dead.test"

@@ -25,9 +25,10 @@ from werkzeug import Request, Response
 from aggregator import decide, opml
 from aggregator.cli import main
 from aggregator.errors import StorageError
+from aggregator.stages.summaries import summarize_pending
 from aggregator.store import Store
 from aggregator.types import ParsedItem, Subscription
-from aggregator.update import make_fetcher, run_pass, summarize_pending
+from aggregator.update import make_fetcher, run_pass
 from bench.farm import Farm
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -407,8 +407,8 @@ def test_summarizer_setting_and_opml_attribute(tmp_path: Path) -> None:
 
 
 def test_a_summary_by_another_method_is_stale() -> None:
+    from aggregator.stages.summaries import _stale
     from aggregator.store import PendingItem
-    from aggregator.update import _stale
 
     def item(made: str, feed: str | None = None) -> PendingItem:
         return PendingItem(id=1, feed_id=1, feed_url="u", url=None, title=None,

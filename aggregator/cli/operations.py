@@ -26,9 +26,9 @@ log = logging.getLogger("aggregator")
 
 
 def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
-    from aggregator import update as pipeline
+    from aggregator.stages.summaries import summarize_pending
     from aggregator.store import Store
-    from aggregator.update import make_fetcher, poll_slack, run_pass
+    from aggregator.update import make_fetcher, poll_slack, publish_now, run_pass
 
     # the progress line is for a person at a terminal; with -v the log lines say more
     verbose = str(settings.log_level).upper() == "DEBUG"
@@ -53,8 +53,8 @@ def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
                 status = 1
         if settings.summaries:
             try:
-                summarised = pipeline.summarize_pending(settings, store, fetcher,
-                                                        counts=show.summaries if show else None)
+                summarised = summarize_pending(settings, store, fetcher,
+                                             counts=show.summaries if show else None)
             except StorageError as e:  # the database stopped taking writes: publish anyway
                 if show:
                     show.clear()
@@ -67,7 +67,7 @@ def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
         if settings.publish and (result.new or result.changed or summarised or
                                  not (settings.output / "index.html").exists()):
             try:
-                published = pipeline.publish_now(settings, store)
+                published = publish_now(settings, store)
             except AggregatorError as e:  # the pass is stored: say what, then fail
                 unpublished = e
             except OSError as e:

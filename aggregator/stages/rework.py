@@ -16,11 +16,11 @@ from datetime import datetime
 
 from aggregator.config import Settings
 from aggregator.fetch import Fetcher
-from aggregator.store import PendingItem, Store
-from aggregator.types import Summary
 
 # the summaries stage's own units of work, so that a refetch is an ordinary fetch
-from aggregator.update import _fetch_article, _summarize_item
+from aggregator.stages.summaries import _fetch_article, _summarize_item
+from aggregator.store import PendingItem, Store
+from aggregator.types import Summary
 
 __all__ = ["Reworked", "refetch", "resummarize"]
 

@@ -1,6 +1,6 @@
-"""The enclosures' SQL, mixed into ``Store`` (``from aggregator.store import Store``).
+"""The enclosures' SQL, mixed into ``Store`` (``aggregator.store.Store``).
 
-Table (migration ``m008_media`` in store.py):
+Table (migration ``m008_media`` in migrations.py):
 
     enclosures    one row per media file an item carries, in the feed's order
         item_id   items.id (deleted with its item)

@@ -1,6 +1,6 @@
 """Full-text search in the store: the FTS5 index over items and its queries.
 
-Part of the store (the only SQL outside store.py is here), kept apart because
+Part of the store (the only SQL is in the store package), kept apart because
 it is one concern. ``items_fts`` is an external-content FTS5 table over
 ``items``: it holds the index only, the text stays in ``items``. Triggers keep
 it in step with every insert, delete (a feed's cascade included) and update of

@@ -1,6 +1,6 @@
-"""The stories' SQL, mixed into ``Store`` (``from aggregator.store import Store``).
+"""The stories' SQL, mixed into ``Store`` (``aggregator.store.Store``).
 
-Tables (migration ``m005_stories`` in store.py):
+Tables (migration ``m005_stories`` in migrations.py):
 
     stories       one row per story: first_seen, last_seen, title (of its first
                   item), item_id (that item), item_count, source_count (distinct
@@ -213,7 +213,7 @@ class StoriesMixin:
     def story_entries(self, story_ids: Sequence[int]) -> dict[int, list[Entry]]:
         """Every item of each story (of active feeds), as the publisher sees items,
         oldest first: what a story page lists as its sources."""
-        from aggregator.store import _ENTRY_SELECT, _entry
+        from aggregator.store.rows import _ENTRY_SELECT, _entry
 
         out: dict[int, list[Entry]] = {sid: [] for sid in story_ids}
         for chunk in _chunks(sorted(set(story_ids))):

@@ -1,8 +1,8 @@
-"""Retention and maintenance SQL, mixed into ``Store`` (``from aggregator.store import Store``).
+"""Retention and maintenance SQL, mixed into ``Store`` (``aggregator.store.Store``).
 
-Part of the store (the only SQL outside store.py is in its mixins). The rules
+Part of the store (all SQL lives in the store package). The rules
 of what may go are in retention.py; the stage that applies them in batches is
-``stages/prune.py``. Schema (migration ``m007_retention`` in store.py):
+``stages/prune.py``. Schema (migration ``m007_retention`` in migrations.py):
 
     feeds.latest_items  JSON list of the ids of the items in the feed's latest
                         fetched document (NULL until a document was parsed
@@ -11,7 +11,7 @@ of what may go are in retention.py; the stage that applies them in batches is
                         system with ``PRAGMA incremental_vacuum``
 
 Deleting an item keeps the rest in step: the FTS index by its delete trigger
-(storesearch.py), and here the stories: counts and feeds recomputed from the
+(search.py), and here the stories: counts and feeds recomputed from the
 members left, a story with none left deleted with its index rows.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aggregator.store import PendingItem
+    from aggregator.store.rows import PendingItem
 
 __all__ = ["RetentionMixin", "migrate", "after_migrate", "SMALL_ENOUGH_TO_VACUUM"]
 
@@ -289,7 +289,7 @@ class RetentionMixin:
                    since: datetime | None = None) -> list[PendingItem]:
         """Items as the summaries stage works on them: these ``ids``, or (without
         ids) those of ``feed_id`` and/or dated at or after ``since``, newest first."""
-        from aggregator.store import PendingItem, from_iso
+        from aggregator.store.rows import PendingItem, from_iso
 
         sql = ("SELECT i.id, i.feed_id, f.url, i.url, i.title, i.content_text, i.content_hash, "
                "coalesce(i.language, f.language), f.fetch_articles, i.article_status, "
