@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +59,13 @@ def _restore_logging() -> Iterator[None]:
         logger.handlers[:] = handlers
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A command line as a new user runs it: no AGGREGATOR_* variables from the
+    machine, and the working directory a fresh one (``pytestmark =
+    pytest.mark.usefixtures("clean_env")`` in the files of CLI tests)."""
+    for name in [k for k in os.environ if k.startswith("AGGREGATOR_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)

@@ -49,6 +49,7 @@ from aggregator.publish import clean_text, dateline, entry_id, safe_url
 from aggregator.serve import ServerHandle, serve_in_thread
 from aggregator.store import Store
 from bench.farm import Farm
+from tests.browsers import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -516,8 +517,6 @@ def test_cli_serve_serves_the_same_files(site: Site) -> None:
 
 # ----------------------------------------------------------------------------- Chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 # Runs before any page script, in every page: records dialogs instead of opening them.
 DIALOG_SPY = """
 window.__dialogs = [];
@@ -529,27 +528,8 @@ for (const name of ['alert', 'confirm', 'prompt', 'print']) {
 
 @pytest.fixture(scope="module")
 def browser(site: Site) -> Iterator[Any]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("chromium and chromium-driver are not installed (Debian packages "
-                    "chromium chromium-driver; .ci/run installs them)")
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager never downloads
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-extensions",
-                 "--window-size=1280,900", f"--user-data-dir={site.tmp / 'chromium'}"):
-        options.add_argument(flag)  # fmt: skip
-    options.set_capability("unhandledPromptBehavior", "ignore")  # a dialog stays open
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(20)
-    try:
+    with chromium(site.tmp / "chromium", "1280,900") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _no_dialog_open(driver: Any) -> bool:

@@ -31,13 +31,7 @@ RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>Local news</tit
 </channel></rss>"""
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
-
-    for name in [k for k in os.environ if k.startswith("AGGREGATOR_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

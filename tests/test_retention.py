@@ -6,7 +6,6 @@ On a real SQLite file, through the store's own write path."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -27,11 +26,7 @@ from bench.retention import fill_day
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in [k for k in os.environ if k.startswith("AGGREGATOR_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 # --- the pure rules ---------------------------------------------------------------------

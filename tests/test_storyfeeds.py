@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,6 +31,7 @@ from aggregator.publish import entry_id, publish
 from aggregator.store import Store
 from aggregator.stories import canonical_url
 from aggregator.types import Entry
+from tests.browsers import chromium
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BBC_WORLD = SHARED / "data" / "feeds" / "bbc-news-world-2026-09-25.xml"
@@ -311,8 +310,6 @@ def test_feeds_and_story_page_list_related_stories_apart_from_sources(tmp_path: 
 
 # ----------------------------------------------------------------------------- Chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 SPY = """
 window.__dialogs = [];
 for (const name of ['alert', 'confirm', 'prompt', 'print']) {
@@ -323,27 +320,8 @@ for (const name of ['alert', 'confirm', 'prompt', 'print']) {
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("chromium and chromium-driver are not installed (Debian packages "
-                    "chromium chromium-driver; .ci/run installs them)")
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager never downloads
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-extensions",
-                 "--window-size=390,844", f"--user-data-dir={tmp_path / 'chromium'}"):
-        options.add_argument(flag)  # fmt: skip
-    options.set_capability("unhandledPromptBehavior", "ignore")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(20)
-    try:
+    with chromium(tmp_path / "chromium", "390,844") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_story_page_in_chromium_shows_latest_news_and_related_stories(
