@@ -303,3 +303,30 @@ def test_summary_text_is_kept_when_article_text_goes(tmp_path):
                         ("T 2", None, None, "text", "Context.")]
         # and they are not summarised again for it
         assert store.pending_summaries(10) == []
+
+
+def test_prune_merges_the_search_index_so_it_shrinks_with_the_items(filled, monkeypatch):
+    """Deleting rows leaves their entries in the FTS5 index until segments merge;
+    prune's bounded merge drops them, so the index shrinks with what is left (without
+    it, the index of a database kept at a steady size grows day after day). Searching
+    still finds what is left and nothing that went."""
+    from bench.retention import START
+
+    def index_bytes(store: Store) -> int:
+        return _rows(store, "SELECT coalesce(sum(length(block)), 0) FROM items_fts_data")[0][0]
+
+    now = START + timedelta(days=120)
+    with Store(filled) as store:
+        before = index_bytes(store)
+        report = prune(_settings(keep_days=30, keep_article_text_days=10), store, now=now)
+        assert report.items > 1000
+        after = index_bytes(store)
+        left = _rows(store, "SELECT count(*) FROM items")[0][0]
+        assert after < before * 0.6, (before, after)
+        assert _rows(store, "INSERT INTO items_fts(items_fts) VALUES ('integrity-check')") == []
+        some = _rows(store, "SELECT id, title FROM items ORDER BY id DESC LIMIT 1")[0]
+        word = max(some[1].split(), key=len)
+        found = {r[0] for r in store.conn.execute(
+            "SELECT rowid FROM items_fts WHERE items_fts MATCH ?", (f'"{word}"',))}
+        assert some[0] in found and found <= {r[0] for r in _rows(store, "SELECT id FROM items")}
+        assert left == len(_rows(store, "SELECT id FROM items"))

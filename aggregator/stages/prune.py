@@ -8,7 +8,7 @@ Never on the poll path: the daemon runs it once a day on its own executor,
     repeat: store.prune_candidates(oldest first, 500)  -> retention.prunable
             -> store.delete_items(batch)                  one transaction each
     repeat: the same for article text -> store.drop_article_text(batch)
-    store.incremental_vacuum()                            pages back to the disk
+    store.incremental_vacuum(compact_search=True)         the index merged, pages back
 
 Each batch is its own small transaction, so a poll waiting to write waits for
 one batch at most, and a stop between two batches loses nothing. The guard on
@@ -104,7 +104,8 @@ def prune(settings: Settings, store: Store, *, now: datetime, dry_run: bool = Fa
         walk(cut.text_before, True, store.drop_article_text, texts)
     incremental = True
     if not dry_run:
-        incremental = store.incremental_vacuum()
+        incremental = store.incremental_vacuum(
+            compact_search=bool(sum(items.values()) or sum(texts.values())))
     report = PruneReport(
         dry_run=dry_run, cutoffs=cut, items=sum(items.values()), texts=sum(texts.values()),
         kept=len(kept), items_by_feed=dict(items), texts_by_feed=dict(texts),

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RetentionMixin", "migrate", "after_migrate", "SMALL_ENOUGH_TO_VACUUM"]
 
+from aggregator.store import search as storesearch
+
 log = logging.getLogger("aggregator.store")
 
 _CHUNK = 500  # host parameters per IN (...)
@@ -234,10 +236,12 @@ class RetentionMixin:
     def free_pages(self) -> int:
         return int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
 
-    def incremental_vacuum(self) -> bool:
+    def incremental_vacuum(self, *, compact_search: bool = False) -> bool:
         """Give the free pages back to the file system (when the file is in
         incremental mode), then let SQLite refresh its statistics. False when the
-        file is not in incremental mode yet (see ``vacuum``)."""
+        file is not in incremental mode yet (see ``vacuum``). ``compact_search``:
+        first a bounded merge of the search index, which drops what deleted rows
+        left in it (else the index grows between its own merges)."""
         incremental = self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == INCREMENTAL
         try:
             # Both write. Inside BEGIN IMMEDIATE they wait for the write lock like any
@@ -247,6 +251,7 @@ class RetentionMixin:
             try:
                 self.conn.executescript(
                     "BEGIN IMMEDIATE; "
+                    + (f"{storesearch.merge_sql()}; " if compact_search else "")
                     + ("PRAGMA incremental_vacuum; " if incremental else "")
                     + "PRAGMA optimize; COMMIT;")
             finally:

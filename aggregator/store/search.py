@@ -66,3 +66,13 @@ def matching_ids(conn: sqlite3.Connection, match: str, *, since: str | None,
 def has_index(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?",
                         (FTS_TABLE,)).fetchone() is not None
+
+
+MERGE_PAGES = 2000  # about 8 MB of index rewritten at most per prune
+
+
+def merge_sql(pages: int = MERGE_PAGES) -> str:
+    """FTS5's bounded merge: a negative page count merges segments whatever their
+    number, dropping the entries of deleted rows as it goes (positive counts merge
+    only levels already holding several segments, which a pruned index rarely has)."""
+    return f"INSERT INTO [{FTS_TABLE}] ([{FTS_TABLE}], rank) VALUES ('merge', {-abs(pages)})"
