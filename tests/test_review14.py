@@ -8,12 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_first_hour_cli import clean_env, cli  # noqa: F401 - the same set-up, autouse
+from test_first_hour_cli import cli
 
 from aggregator import opml
 from aggregator.types import Subscription
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("clean_env")  # the same set-up as test_first_hour_cli
 DEAD = "http://127.0.0.1:9/"  # the discard port: nothing listens, the feed "does not answer"
 
 
