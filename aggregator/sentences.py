@@ -12,7 +12,7 @@ exactly than pysbd, at ~50x its speed (see ``bench/summaries.py --segmenters``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = ["SentenceTokenizer", "split_sentences", "words"]
 
@@ -138,3 +138,19 @@ class SentenceTokenizer:
 
     def to_words(self, sentence: str) -> tuple[str, ...]:
         return tuple(words(sentence))
+
+
+def memo(stemmer: Callable[[str], str], size: int = 200_000) -> Callable[[str], str]:
+    """``stemmer`` with a bounded memo: news repeats its words all day, and sumy's
+    Snowball stemmers are pure Python (summaries and stories share it)."""
+    cache: dict[str, str] = {}
+
+    def stem(word: str) -> str:
+        s = cache.get(word)
+        if s is None:
+            if len(cache) > size:
+                cache.clear()
+            s = cache[word] = stemmer(word)
+        return s
+
+    return stem

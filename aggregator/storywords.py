@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from aggregator.sentences import memo
+
 __all__ = ["ItemFeatures", "canonical_url", "english_stem", "features", "publisher", "title_key"]
 
 # --- canonical URLs -----------------------------------------------------------------
@@ -140,7 +142,7 @@ def _language_tools(language: str) -> tuple[Callable[[str], str], frozenset[str]
         from importlib.resources import files
 
         text = (files("sumy") / "data" / "stopwords" / "english.txt").read_text("utf-8")
-        return _memo(english_stem), frozenset(w.strip().lower() for w in text.split())
+        return memo(english_stem), frozenset(w.strip().lower() for w in text.split())
     from sumy.nlp.stemmers import Stemmer
     from sumy.utils import get_stop_words
 
@@ -150,23 +152,7 @@ def _language_tools(language: str) -> tuple[Callable[[str], str], frozenset[str]
         stop = frozenset(w.lower() for w in get_stop_words(language))
     except (LookupError, ValueError):
         return _language_tools("english")
-    return _memo(stemmer), stop
-
-
-def _memo(stem: Callable[[str], str], size: int = 200_000) -> Callable[[str], str]:
-    """``stem`` with a bounded memo: news repeats its words all day."""
-    cache: dict[str, str] = {}
-    get = cache.get
-
-    def memo(word: str) -> str:
-        s = get(word)
-        if s is None:
-            if len(cache) > size:
-                cache.clear()
-            s = cache[word] = stem(word)
-        return s
-
-    return memo
+    return memo(stemmer), stop
 
 
 def _language(code: str | None) -> str:

@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from aggregator.sentences import split_sentences, words
+from aggregator.sentences import memo, split_sentences, words
 from aggregator.summarizers import (
     DEFAULT_TUNING,
     NAMES,
@@ -254,22 +254,6 @@ def _language_tools(language: str) -> tuple[Callable[[str], str], frozenset[str]
     if language in UNSTEMMED:
         return str, stop
     return memo(stemmer), stop
-
-
-def memo(stemmer: Callable[[str], str], size: int = 200_000) -> Callable[[str], str]:
-    """``stemmer`` with a bounded memo: news repeats its words all day, and sumy's
-    Snowball stemmers are pure Python."""
-    cache: dict[str, str] = {}
-
-    def stem(word: str) -> str:
-        s = cache.get(word)
-        if s is None:
-            if len(cache) > size:
-                cache.clear()
-            s = cache[word] = stemmer(word)
-        return s
-
-    return stem
 
 
 # -- text -> sentences -------------------------------------------------------

@@ -315,14 +315,18 @@ def one_pass(
         )
 
 
-def rows(settings: Settings, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """Read the database the way a user would (plain sqlite3)."""
-    conn = sqlite3.connect(settings.db)
+def db_rows(db: Path, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Read the database file the way a user would (plain sqlite3)."""
+    conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     try:
         return [dict(r) for r in conn.execute(sql, args)]
     finally:
         conn.close()
+
+
+def rows(settings: Settings, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    return db_rows(settings.db, sql, args)
 
 
 def feed_row(settings: Settings, url: str) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hostile_servers import Clock, local_httpserver, rss, settings_for, write_opml
+from hostile_servers import Clock, db_rows, local_httpserver, rss, settings_for, write_opml
 from werkzeug import Request, Response
 
 from aggregator import decide, opml
@@ -32,15 +31,6 @@ from aggregator.update import make_fetcher, run_pass
 from bench.farm import Farm
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def db_rows(db: Path, sql: str, args: tuple[object, ...] = ()) -> list[dict[str, object]]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, args)]
-    finally:
-        conn.close()
 
 
 def feed_state(db: Path, url: str) -> dict[str, object]:
