@@ -239,3 +239,137 @@ def test_feed_rows_carry_the_lease(db: Path) -> None:
         listed = {f.url: f for f in store.feeds()}
         assert listed[claimed.url].lease_holder == "embedded:7"
         assert listed[URLS[5]].lease_until is None and listed[URLS[5]].poll_seq in (0, 1)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_feeds_shows_a_lease_and_its_holder(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from aggregator.cli import main
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    with Store(db) as store:
+        held = store.claim_due(now, holder="poll@worker-3", lease=LEASE, limit=1)[0]
+        old = store.claim_due(now - 2 * LEASE, holder="embedded:1", lease=LEASE, limit=1)[0]
+    capsys.readouterr()
+    assert main(["--db", str(db), "feeds"]) == 0
+    out = capsys.readouterr().out
+    until = (now + LEASE).strftime("%Y-%m-%d %H:%M")
+    assert f"<{held.url}>\n    leased until {until} by poll@worker-3" in out
+    expired = (now - LEASE).strftime("%Y-%m-%d %H:%M")
+    assert f"<{old.url}>\n    lease expired {expired} (held by embedded:1)" in out
+    assert out.count("lease") == 2  # the other feeds are not leased
+    assert main(["--db", str(db), "feeds", "--json"]) == 0
+    rows = {r["url"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert (rows[held.url]["poll_seq"], rows[held.url]["lease_until"],
+            rows[held.url]["lease_holder"]) == (1, (now + LEASE).isoformat(), "poll@worker-3")
+    free = rows[URLS[5]] if URLS[5] not in (held.url, old.url) else rows[URLS[4]]
+    assert (free["poll_seq"], free["lease_until"], free["lease_holder"]) == (0, None, None)
+
+
+# --- the embedded pass claims, polls and closes its claims ------------------------------
+
+def _settings(tmp_path: Path, farm: object, **kw: object) -> object:
+    from aggregator.config import Settings
+
+    opml = farm.write_opml(tmp_path / "farm.opml")  # type: ignore[attr-defined]
+    base = dict(db=tmp_path / "p.db", feeds=opml, output=tmp_path / "out",
+                fetch_articles=False, summaries=False, publish=False, workers=4)
+    base.update(kw)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+def test_a_pass_skips_the_feeds_another_process_holds_and_leaves_no_claim(
+        tmp_path: Path) -> None:
+    import os
+
+    from aggregator.update import make_fetcher, run_pass
+    from bench.farm import Farm
+
+    with Farm(4, 2).serve() as farm:
+        s = _settings(tmp_path, farm)
+        with Store(s.db) as store, make_fetcher(s) as fetcher:  # type: ignore[attr-defined]
+            store.sync_subscriptions([Subscription(url=u) for u in farm.urls()], NOW)
+            now = datetime.now(UTC)
+            held = store.claim_due(now, holder=f"embedded:{os.getppid()}", lease=LEASE,
+                                   limit=1)[0]  # a running process: pytest's parent
+            result = run_pass(s, store, fetcher, all_feeds=True)  # type: ignore[arg-type]
+            assert {o.url for o in result.outcomes} == set(farm.urls()) - {held.url}
+            assert sum(farm.requests.values()) == 3  # the held feed was not asked
+            assert [f.url for f in store.leased(datetime.now(UTC))] == [held.url]
+            polled = {f.url: f for f in store.feeds()}
+            assert all(polled[u].poll_seq == 1 and polled[u].state == "ok"
+                       for u in farm.urls() if u != held.url)
+            assert polled[held.url].state == "new"
+
+
+def test_the_claims_of_a_dead_process_are_given_back(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from aggregator.update import make_fetcher, run_pass
+    from bench.farm import Farm
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    with Farm(3, 2).serve() as farm:
+        s = _settings(tmp_path, farm)
+        with Store(s.db) as store, make_fetcher(s) as fetcher:  # type: ignore[attr-defined]
+            store.sync_subscriptions([Subscription(url=u) for u in farm.urls()], NOW)
+            store.claim_due(datetime.now(UTC), holder=f"embedded:{dead}", lease=LEASE)
+            store.claim_due(datetime.now(UTC) - LEASE, holder="worker@elsewhere",
+                            lease=LEASE)  # nothing left to claim: all held
+            result = run_pass(s, store, fetcher, all_feeds=True)  # type: ignore[arg-type]
+            assert sorted(o.url for o in result.outcomes) == sorted(farm.urls())
+            assert {o.result for o in result.outcomes} == {"new"}
+            assert store.leased(datetime.now(UTC) - 10 * LEASE) == []
+            assert {f.poll_seq for f in store.feeds()} == {2}
+
+
+def test_a_result_applied_twice_or_late_is_fenced_and_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import random
+
+    from aggregator.config import Settings
+    from aggregator.update import apply_poll, make_fetcher, policy, poll_feed
+    from aggregator.wire import PollResult, PollTask
+    from bench.farm import Farm
+
+    with Farm(1, 3).serve() as farm:
+        s = Settings(db=tmp_path / "f.db", feeds=tmp_path / "none.opml")
+        with Store(s.db) as store, make_fetcher(s) as fetcher:
+            store.sync_subscriptions([Subscription(url=u) for u in farm.urls()], NOW)
+            feed = store.claim_due(datetime.now(UTC), holder="w", lease=LEASE)[0]
+            task = PollTask.from_row(feed)
+            result = poll_feed(fetcher, task, datetime.now(UTC))
+            assert result.error is None and len(result.items) == 3
+            assert result.document_keys is None  # known=None: everything travels
+            back = PollResult.from_json(result.to_json())
+            pol, rng = policy(s), random.Random(1)
+            first = apply_poll(store, back, pol, datetime.now(UTC), rng, None)
+            assert (first.result, first.new) == ("new", 3)
+            with caplog.at_level(logging.INFO, logger="aggregator.update"):
+                again = apply_poll(store, back, pol, datetime.now(UTC), rng, None)
+            assert again.result == "fenced" and again.new == 0
+            assert "result not recorded" in caplog.text and feed.url in caplog.text
+            assert store.count_items() == 3
+            # a task that knows the stored items: only what changed travels back
+            feed = store.claim_due(datetime.now(UTC), holder="w", lease=LEASE,
+                                   all_feeds=True)[0]
+            farm.add_item()
+            known = PollTask.from_row(feed, store.known_items(feed.id))
+            fresh = poll_feed(fetcher, replace_body_hash(known), datetime.now(UTC))
+            assert len(fresh.items) == 1 and fresh.document_keys is not None
+            assert len(fresh.document_keys) >= 3
+            done = apply_poll(store, fresh, pol, datetime.now(UTC), rng, [])
+            assert (done.result, done.new) == ("new", 1)
+            assert store.count_items() == 4
+
+
+def replace_body_hash(task: object) -> object:
+    """Forget the validators, so the farm sends the whole document again."""
+    import dataclasses
+
+    return dataclasses.replace(task, etag=None, last_modified=None,  # type: ignore[type-var]
+                               body_hash=None)

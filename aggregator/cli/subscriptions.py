@@ -40,15 +40,27 @@ def cmd_feeds(args: argparse.Namespace, settings: config.Settings) -> int:
         return 0
     rows = [("STATE", "ITEMS", "LAST FETCH (UTC)", "HTTP", "NEXT FETCH (UTC)", "ERRS",
              "CATEGORY", "FEED")]
+    now = utcnow()
     for f in feeds:
         state = f.state if f.active else "removed"
         rows.append((state, str(f.item_count), _when(f.last_fetch), str(f.last_status or "-"),
                      _when(f.next_fetch) if f.active else "-", str(f.error_count),
                      f.category or "-",
-                     f"{f.name} <{f.url}>" + (f"\n    last error: {f.last_error}"
-                                              if f.last_error else "")))
+                     f"{f.name} <{f.url}>" + _lease(f, now)
+                     + (f"\n    last error: {f.last_error}" if f.last_error else "")))
     _print_table(rows)
     return 0
+
+
+def _lease(feed: Any, now: datetime) -> str:
+    """A claimed feed's lease and who holds it: being polled, or (expired) left
+    by a poll that never answered, to be claimed again."""
+    if feed.lease_until is None:
+        return ""
+    holder = feed.lease_holder or "?"
+    if feed.lease_until <= now:
+        return f"\n    lease expired {_when(feed.lease_until)} (held by {holder})"
+    return f"\n    leased until {_when(feed.lease_until)} by {holder}"
 
 
 def _feed_json(feed: Any) -> dict[str, Any]:
