@@ -161,22 +161,22 @@ def poll_feed(fetcher: Fetcher, task: PollTask, now: datetime,
     it is None). Never raises: an error is the result's value."""
     start = time.monotonic()
     try:
-        result = _poll(fetcher, task, now, pool)
+        return _poll(fetcher, task, now, pool, start)
     except (FetchError, ParseError) as e:
-        result = PollResult.failed(task, e)
+        return PollResult.failed(task, e, seconds=time.monotonic() - start)
     except Exception as e:  # a bug: record it on this feed, keep polling the others
-        result = PollResult.failed(task, _internal(task.url, e))
-    return replace(result, seconds=time.monotonic() - start)
+        return PollResult.failed(task, _internal(task.url, e), seconds=time.monotonic() - start)
 
 
-def _poll(fetcher: Fetcher, task: PollTask, now: datetime, pool: Executor | None) -> PollResult:
+def _poll(fetcher: Fetcher, task: PollTask, now: datetime, pool: Executor | None,
+          start: float) -> PollResult:
     result = _get(fetcher, task.url, etag=task.etag, last_modified=task.last_modified,
                   trusted=trusted_origin(task.url))
     if result.body is None:
-        return _result_of(task, result, None, None)
+        return _result_of(task, result, None, None, start)
     body_hash = _body_hash(result.body)
     if body_hash == task.body_hash:
-        return _result_of(task, result, None, body_hash)  # same bytes: nothing to parse
+        return _result_of(task, result, None, body_hash, start)  # same bytes: nothing to parse
     # offload.parse imports the parser when called: a poll that gets only
     # 304s never does, nor this process while the parse pool works
     args = (result.body, result.headers, result.final_url, now)
@@ -187,11 +187,11 @@ def _poll(fetcher: Fetcher, task: PollTask, now: datetime, pool: Executor | None
             parsed = offload.parse(*args)
     else:
         parsed = offload.parse(*args)
-    return _result_of(task, result, parsed, body_hash)
+    return _result_of(task, result, parsed, body_hash, start)
 
 
 def _result_of(task: PollTask, res: FetchResult, parsed: ParsedFeed | None,
-               body_hash: str | None) -> PollResult:
+               body_hash: str | None, start: float | None = None) -> PollResult:
     """One exchange (and its parse) as the result of ``task``: items keyed and
     hashed, the feed's language filled in, those ``task.known`` has left out."""
     items: list[KeyedItem] = []
@@ -218,6 +218,7 @@ def _result_of(task: PollTask, res: FetchResult, parsed: ParsedFeed | None,
         body_hash=body_hash, parsed_meta=meta, items=tuple(items),
         document_keys=document_keys, name=name, error_count=task.error_count,
         last_error=task.last_error, ttl_minutes=task.ttl_minutes,
+        seconds=None if start is None else time.monotonic() - start,
     )
 
 
