@@ -4,11 +4,16 @@
         --fetch--> bytes + headers --parse--> ParsedFeed
         --decide--> keyed, hashed items + next poll time --store--> rows
 
-Fetching and parsing run on a thread pool; every write happens on the calling
-thread, one transaction per feed, so there is one writer and a killed process
-loses at most the feed it was writing. A feed's failure is a value (its
-outcome), stored on its row and logged once; it never stops the other feeds.
-Everything done for one feed runs inside one boundary (``_fetch_and_parse`` on
+The due feeds are claimed in one statement (``store.claim_due``: a lease and a
+new ``poll_seq`` each), so no other pass or worker polls them meanwhile. Per
+feed, the work is two functions any runtime calls: ``poll_feed`` (a
+``wire.PollTask`` in, a ``wire.PollResult`` out; no store) and ``apply_poll``
+(the result written, fenced by its ``poll_seq``). Here, polls run on a thread
+pool; every write happens on the calling thread, one transaction per feed, so
+there is one writer and a killed process loses at most the feed it was writing.
+A feed's failure is a value (its outcome), stored on its row and logged once; it
+never stops the other feeds.
+Everything done for one feed runs inside one boundary (``poll_feed`` on
 the worker, ``_record_safely`` here): any exception in it, a bug included,
 becomes that feed's error state, and the pass goes on. Only a database that
 fails write after write (``_StorageTrouble``) stops a pass.
