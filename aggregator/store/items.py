@@ -15,10 +15,13 @@ from aggregator import decide
 from aggregator.errors import StorageError
 from aggregator.store import search as storesearch
 from aggregator.store.rows import (
+    _CLOSE,
     _ENTRY_SELECT,
+    _FENCE,
     ItemCounts,
     PendingItem,
     _entry,
+    _fence_args,
     from_iso,
     iso,
 )
@@ -47,31 +50,49 @@ class ItemsMixin:
         parsed: ParsedFeed | None,
         items: Sequence[tuple[str, ParsedItem, str]],
         next_fetch: datetime,
+        poll_seq: int | None = None,
+        document_keys: Sequence[str] | None = None,
     ) -> ItemCounts:
         """Store one fetched document: feed metadata, validators and every new or
         changed item, in one transaction. ``items`` are (key, item, content_hash);
-        ``parsed`` None means the body was identical to the last one."""
+        ``parsed`` None means the body was identical to the last one.
+
+        ``poll_seq``: the claim this result answers (``claim_due``); the write
+        happens only while that claim is open, else nothing changes and the
+        counts say ``fenced``. None: unfenced (``add``'s first fetch). Either
+        way the write closes the claim. ``document_keys``: the keys of every
+        item of the document when ``items`` holds only the new or changed ones
+        (the feed's latest document, for retention); None: the keys of ``items``."""
+        meta: tuple[Any, ...] = (None, None, None, None)
+        if parsed is not None:
+            meta = (parsed.title, parsed.site_url, parsed.language, parsed.ttl_minutes)
         with self.transaction() as c:
-            counts = self._upsert_items(c, feed_id, items, now) if items else ItemCounts()
-            meta: tuple[Any, ...] = (None, None, None, None)
-            if parsed is not None:
-                meta = (parsed.title, parsed.site_url, parsed.language, parsed.ttl_minutes)
-            c.execute(
+            cur = c.execute(
                 "UPDATE feeds SET last_fetch = ?, last_status = ?, last_success = ?, "
                 "next_fetch = ?, error_count = 0, last_error = ?, state = 'ok', "
                 "etag = coalesce(?, etag), last_modified = coalesce(?, last_modified), "
                 "body_hash = ?, "
                 "feed_title = coalesce(?, feed_title), site_url = coalesce(?, site_url), "
-                "language = coalesce(?, language), ttl_minutes = coalesce(?, ttl_minutes) "
-                "WHERE id = ?",
+                f"language = coalesce(?, language), ttl_minutes = coalesce(?, ttl_minutes), "
+                f"{_CLOSE} WHERE id = ? AND {_FENCE}",
                 (iso(now), status, iso(now), iso(next_fetch),
                  parsed.warning if parsed is not None else None,
-                 headers.get("etag"), headers.get("last-modified"), body_hash, *meta, feed_id),
+                 headers.get("etag"), headers.get("last-modified"), body_hash, *meta, feed_id,
+                 *_fence_args(poll_seq)),
             )
+            if poll_seq is not None and cur.rowcount == 0:
+                return ItemCounts(fenced=True)
+            counts = ItemCounts()
+            if items:
+                counts = self._upsert_items(c, feed_id, items, now, document_keys)
+            elif document_keys is not None:
+                self._remember_document(c, feed_id, document_keys)
         return counts
 
     def _upsert_items(self, c: sqlite3.Connection, feed_id: int,
-                      items: Sequence[tuple[str, ParsedItem, str]], now: datetime) -> ItemCounts:
+                      items: Sequence[tuple[str, ParsedItem, str]], now: datetime,
+                      document_keys: Sequence[str] | None = None) -> ItemCounts:
+        sent = {key for key, _, _ in items}
         known, items = self._settle_keys(c, feed_id, items)
         new_rows = []
         changed_rows = []
@@ -106,7 +127,10 @@ class ItemsMixin:
                 "changed_at = ?, content_hash = ? WHERE id = ?",
                 changed_rows,
             )
-        self._remember_document(c, feed_id, [key for key, _, _ in items])
+        document = [key for key, _, _ in items]  # under the keys they were stored with
+        if document_keys is not None:  # and the items that did not travel: stored as is
+            document += [key for key in document_keys if key not in sent]
+        self._remember_document(c, feed_id, document)
         self._save_media(c, feed_id, new_media, changed_media)
         return ItemCounts(new=len(new_rows), changed=len(changed_rows))
 
