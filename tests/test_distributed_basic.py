@@ -167,7 +167,7 @@ def test_coordinator_and_workers_store_every_item_once(tmp_path: Path, redis_url
 
         _wait("every item summarised from its article", summarised, procs)
         _wait("the published files", lambda: (out / "rss.xml").exists()
-              and all(f"farm-{f}-" in (out / "rss.xml").read_text("utf-8")
+              and all(f"/article/{f}/" in (out / "rss.xml").read_text("utf-8")
                       for f in range(feeds_n)), procs, timeout=60)
 
         rows = _rows(db, "SELECT feed_id, key, count(*) FROM items GROUP BY feed_id, key")

@@ -38,6 +38,7 @@ def run_worker(broker: str, role: str, *, concurrency: int | None, visibility_ti
     debug = str(log_level).upper() == "DEBUG"
     # one line per task and per request is -v's business: the aggregator's own
     # lines (ready, a feed's errors) are enough at INFO
+    logging.getLogger("aggregator").propagate = False  # its own handler: not twice
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
     argv = ["worker", "--queues", queue, "--hostname", f"{role}@%h", "--pool", "prefork",
