@@ -170,14 +170,16 @@ class ItemsMixin:
 
     def pending_summaries(self, limit: int = 100, *, now: datetime | None = None,
                           exclude: Sequence[int] = (), method: str | None = None,
-                          window: int = 0) -> list[PendingItem]:
+                          window: int = 0, ids: Sequence[int] | None = None
+                          ) -> list[PendingItem]:
         """Items to work on, newest first: the summary is missing, was made from
         older content, or from the item's own text while the article is now
         there; or (with ``now``) a failed article fetch is due to be retried and
         article fetching is not off for the feed; or (with ``method``) one of the
         newest ``window`` items was summarised by another method than its feed's
-        (else ``method``). ``exclude``: ids to skip."""
-        return list(self._pending(now, exclude, limit, "i.article_text", method, window))
+        (else ``method``). ``exclude``: ids to skip; ``ids``: only among these
+        (a distributed result re-reads its item)."""
+        return list(self._pending(now, exclude, limit, "i.article_text", method, window, ids))
 
     def pending_overview(self, *, now: datetime | None = None, method: str | None = None,
                          window: int = 0) -> Iterator[PendingItem]:
@@ -186,7 +188,8 @@ class ItemsMixin:
         return self._pending(now, (), None, "NULL", method, window)
 
     def _pending(self, now: datetime | None, exclude: Sequence[int], limit: int | None,
-                 article_text: str, method: str | None, window: int) -> Iterator[PendingItem]:
+                 article_text: str, method: str | None, window: int,
+                 ids: Sequence[int] | None = None) -> Iterator[PendingItem]:
         where = ("(i.summary_hash IS NULL OR i.summary_hash != i.content_hash "
                  "OR (i.article_status = 'ok' AND i.summary_source IS NOT 'article')")
         args: list[Any] = []
@@ -206,6 +209,9 @@ class ItemsMixin:
         if exclude:
             where += f" AND i.id NOT IN ({','.join('?' * len(exclude))})"
             args.extend(exclude)
+        if ids is not None:
+            where += f" AND i.id IN ({','.join('?' * len(ids)) or 'NULL'})"
+            args.extend(ids)
         tail = ""
         if limit is not None:
             tail = " ORDER BY i.sort_date DESC LIMIT ?"
