@@ -64,7 +64,7 @@ EXTRACT_COOLDOWN = 300.0  # s an item whose result wrote nothing is not sent aga
 
 
 def lease_length(settings: Settings) -> timedelta:
-    return timedelta(seconds=float(getattr(settings, "lease_seconds", 900.0)))
+    return timedelta(seconds=settings.lease_seconds)
 
 
 def _host(url: str | None) -> str:

@@ -35,9 +35,15 @@ def run_worker(broker: str, role: str, *, concurrency: int | None, visibility_ti
                  getattr(sender, "hostname", role), queue, n)
 
     worker_ready.connect(ready, weak=False)
+    debug = str(log_level).upper() == "DEBUG"
+    # one line per task and per request is -v's business: the aggregator's own
+    # lines (ready, a feed's errors) are enough at INFO
+    logging.getLogger("aggregator").propagate = False  # its own handler: not twice
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
     argv = ["worker", "--queues", queue, "--hostname", f"{role}@%h", "--pool", "prefork",
             "--concurrency", str(n), "--without-gossip", "--without-mingle",
-            "--without-heartbeat", "--loglevel", str(log_level).upper()]
+            "--without-heartbeat", "--loglevel", "DEBUG" if debug else "WARNING"]
     try:
         app.worker_main(argv)
     except SystemExit as e:
