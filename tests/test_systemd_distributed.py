@@ -132,6 +132,24 @@ def test_worker_instance_is_the_role_and_shutdown_is_warm() -> None:
     assert w["Install"]["WantedBy"] == "multi-user.target"
 
 
+def test_unit_commands_are_the_cli_s() -> None:
+    """The real parser takes both ExecStart= lines, and the worker's instances are exactly
+    the roles it accepts."""
+    from aggregator.cli import build_parser
+
+    parser = build_parser()
+    coordinator = unit(COORDINATOR)["Service"]["ExecStart"].split()[1:]
+    args = parser.parse_args(coordinator)
+    assert (args.command, args.config) == ("coordinator", Path(CONF))
+    worker = unit(WORKER)["Service"]["ExecStart"].split()[1:]
+    for instance in INSTANCES:
+        role = instance.split("@", 1)[1].removesuffix(".service")
+        args = parser.parse_args([role if a == "%i" else a for a in worker])
+        assert (args.command, args.role, args.config) == ("worker", role, Path(CONF))
+    with pytest.raises(SystemExit):
+        parser.parse_args([a.replace("%i", "stories") for a in worker])
+
+
 def test_worker_is_stateless_and_as_hardened_as_the_daemon() -> None:
     """The sandbox proper is the daemon's, line for line; but no state directory, nothing
     writable, and every path of the example config's state hidden."""
