@@ -10,7 +10,7 @@ summarised:
 plus, as a reference, ``aggregator update --all`` (one pass doing the same work,
 then stories and publishing; it ends when it is done, so it needs no watching).
 
-    python -m bench.distributed                  # 2,000 feeds x 5 items, 100 hosts
+    python -m bench.distributed                  # 2,000 feeds x 2 items, 100 hosts
     python -m bench.distributed --feeds 50       # smoke run (a minute)
     python -m bench.distributed --modes embedded,2 --items 3
 
@@ -36,9 +36,9 @@ redis-server on a free 127.0.0.1 port (``--save '' --appendonly yes``, in a
 temporary directory) and its CPU is reported beside the others.
 
 CPU is read from /proc for each whole process tree (pool processes included:
-bench/tree.py's descendants), at "polls done" and at "done"; every process also
-runs under bench.tree, whose report (CPU of the tree, shutdown included) goes
-to the raw results. Figures:
+bench/tree.py's descendants), at "polls done" and at "done" (the long-running
+processes are not run under bench.tree itself: its 20 ms memory sampling would
+cost each tree a tenth of a core; ``update --all`` is). Figures:
 
     items/s              items stored and summarised / end-to-end wall time
     coordinator CPU/res  the writer's CPU seconds per result applied (a result:
@@ -74,8 +74,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import (
-    PYTHON,
-    TREE,
     FarmProcess,
     aggregator_cmd,
     bench_env,
@@ -107,29 +105,34 @@ def proc_cpu(pid: int) -> float:
 
 
 class Tree:
-    """A command under bench.tree, running in the background until stop()."""
+    """A command and every process below it, running in the background until stop().
+
+    Run directly, not under bench.tree: its 20 ms memory sampling of every process
+    costs a tenth of a core per tree over a run of minutes, and a distributed run has
+    up to five trees. CPU comes from /proc instead (bench.tree's ``descendants``): each
+    live process's own time plus that of the children it has reaped."""
 
     def __init__(self, name: str, cmd: Sequence[str], env: dict[str, str], work: Path) -> None:
         self.name = name
-        self.report = work / f"{name}.tree.json"
         self.err_path = work / f"{name}.stderr"
         self._err = open(self.err_path, "w")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen([PYTHON, str(TREE), str(self.report), "--", *cmd],
-                                     env=env, cwd=work, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self._err)
+        self.proc = subprocess.Popen(list(cmd), env=env, cwd=work, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self._err,
+                                     start_new_session=True)
         self.baseline = 0.0
+        self.last_cpu = 0.0
 
     def cpu(self) -> float:
-        """The tree's CPU so far (the wrapper itself left out), minus the baseline."""
-        return sum(proc_cpu(p) for p in descendants(self.proc.pid)) - self.baseline
+        """The tree's CPU so far, minus the baseline."""
+        pids = [self.proc.pid, *descendants(self.proc.pid)]
+        total = sum(proc_cpu(p) for p in pids)
+        if total:
+            self.last_cpu = total
+        return self.last_cpu - self.baseline
 
-    def command_pid(self) -> int | None:
-        try:
-            kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        except OSError:
-            return None
-        return int(kids.split()[0]) if kids.split() else None
+    def processes(self) -> int:
+        return 1 + len(descendants(self.proc.pid))
 
     def stderr(self) -> str:
         self._err.flush()
@@ -149,31 +152,29 @@ class Tree:
         return self.proc.poll() is None
 
     def terminate(self) -> None:
-        pid = self.command_pid()
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 60.0) -> dict[str, Any]:
-        """SIGTERM to the command (a warm shutdown for Celery), then its tree's report."""
+        """SIGTERM to the command (a warm shutdown for Celery), then how it ended: its
+        exit status, the tree's CPU just before its end, the seconds the stop took."""
+        t0 = time.perf_counter()
+        self.cpu()
         self.terminate()
         try:
-            self.proc.wait(timeout)
+            while self.proc.poll() is None and time.perf_counter() - t0 < timeout:
+                self.cpu()  # the last reading before the processes go
+                time.sleep(0.1)
+            self.proc.wait(0)
         except subprocess.TimeoutExpired:
-            for p in descendants(self.proc.pid):
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.proc.wait()
         self._err.close()
-        if not self.report.exists():
-            return {"returncode": self.proc.returncode}
-        report: dict[str, Any] = json.loads(self.report.read_text())
-        report.pop("commands", None)
-        return report
+        return {"returncode": self.proc.returncode, "cpu_s": round(self.last_cpu, 3),
+                "stop_s": round(time.perf_counter() - t0, 3)}
 
 
 class Redis:
@@ -388,6 +389,7 @@ def run_mode(args: argparse.Namespace, mode: str, farm: FarmProcess, work: Path,
         if redis is not None:
             res["redis_cpu_s"] = round(redis.cpu() - redis_cpu, 3)
             cpu = {**cpu, "redis": redis.cpu() - redis_cpu}
+            res["cpu"]["redis"] = res["redis_cpu_s"]
         res.update(_rates(traffic["requests"], w.summarised, wall, cpu, writer))
         if mode != "embedded":
             poll_cpu = sum(v for k, v in w.cpu_at_polls.items() if k.startswith("poll"))
@@ -442,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--feeds", type=int, default=2000)
-    p.add_argument("--items", type=int, default=5, help="items (article pages) per feed")
+    p.add_argument("--items", type=int, default=2, help="items (article pages) per feed")
     p.add_argument("--hosts", type=int, default=100, help="loopback hosts of the farm")
     p.add_argument("--modes", default=",".join(MODES),
                    help="comma-separated: update, embedded, 1, 2 (workers)")
@@ -459,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM to the bench: stop every process it started (the finally clauses), then exit
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
     if unknown:
