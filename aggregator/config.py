@@ -80,6 +80,12 @@ class Settings:
     keep_days: int = 90
     keep_article_text_days: int = 14
     metrics: bool = True  # Prometheus metrics at /metrics (metrics.py)
+    # distributed mode (aggregator coordinator / worker): the Redis broker, e.g.
+    # "redis://127.0.0.1:6379/0"; tasks in flight at most; seconds before the broker
+    # hands an unacknowledged task to another worker (shorter than lease_seconds)
+    broker: str = ""
+    max_in_flight: int = 200
+    visibility_timeout: float = 600.0
     # logging
     log_level: str = "INFO"
 
@@ -149,6 +155,10 @@ def _check(settings: Settings) -> Settings:
         if not 0 <= getattr(settings, name) <= 36500:
             problems.append(f"{name} must be a number of days from 1 to 36500, "
                             "or 0 (keep forever)")
+    if settings.max_in_flight < 1:
+        problems.append("max_in_flight must be at least 1")
+    if not (math.isfinite(settings.visibility_timeout) and settings.visibility_timeout > 0):
+        problems.append("visibility_timeout must be a positive number of seconds")
     if settings.max_bytes < 1024:
         problems.append("max_bytes must be at least 1024")
     if not settings.base_url:

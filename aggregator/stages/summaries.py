@@ -127,13 +127,31 @@ def _summary_args(text: str, item: PendingItem, method: str | None) -> tuple[Any
     return (text, item.language, item.title, item.summarizer or method or "default")
 
 
+def _make_summary(text: str, item: PendingItem, method: str | None,
+                  ahead: Future[Summary] | None = None) -> Summary:
+    """The item's summary (from ``ahead`` when a pool made it); a bug in one
+    summary is recorded on it ("none:error") and not retried until it changes."""
+    try:
+        try:
+            return ahead.result() if ahead is not None else \
+                offload.summary(*_summary_args(text, item, method))
+        except BrokenExecutor:  # a summary process died: make it here instead
+            return offload.summary(*_summary_args(text, item, method))
+    except Exception as e:
+        log.error("item %d (%s): cannot summarise: %s", item.id, item.url,
+                  _internal(f"item {item.id}", e))
+        return Summary((), (), "none:error")
+
+
 def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
                     now: datetime, method: str | None = None,
-                    ahead: Future[Summary] | None = None) -> bool:
+                    ahead: Future[Summary] | None = None,
+                    made: Summary | None = None) -> bool:
     """Record the article fetch (if one was made) and write the summary when it
     is out of date; True when a summary was written. A failed fetch is tried
     again later (``decide.article_retry_at``); meanwhile the item is summarised
-    from its own text, and again from the article once that arrives."""
+    from its own text, and again from the article once that arrives. ``made``:
+    the summary an extract worker already made of this item as it is."""
     plan = _summary_input(item, article, method)
     fetch: tuple[str, str | None, datetime | None] | None = None
     if article is not None:
@@ -146,16 +164,7 @@ def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
     if plan is None:
         return False
     text, source = plan
-    try:
-        try:
-            summary = ahead.result() if ahead is not None else \
-                offload.summary(*_summary_args(text, item, method))
-        except BrokenExecutor:  # a summary process died: make it here instead
-            summary = offload.summary(*_summary_args(text, item, method))
-    except Exception as e:  # a bug in one summary: recorded on it, not retried until it changes
-        log.error("item %d (%s): cannot summarise: %s", item.id, item.url,
-                  _internal(f"item {item.id}", e))
-        summary = Summary((), (), "none:error")
+    summary = made if made is not None else _make_summary(text, item, method, ahead)
     if fetch is None:
         return store.save_summary(item.id, item.content_hash, summary, now, source=source)
     try:  # the article and its summary in one write (the search index rewritten once)
@@ -165,6 +174,91 @@ def _summarize_item(store: Store, item: PendingItem, article: _Article | None,
         # the fetch is kept even when its summary cannot be: not fetched again
         store.save_article(item.id, fetch[0], fetch[1], retry_at=fetch[2])
         raise
+
+
+@dataclass(frozen=True)
+class ArticleWork:
+    """One item's article work done away from the store (an extract worker): the
+    article fetch when one was wanted, and the summary when one was due, both of
+    the item as it was sent (``content_hash``). JSON-safe both ways; written by
+    ``apply_article``."""
+
+    item_id: int
+    content_hash: str
+    article: _Article | None
+    summary: Summary | None
+    seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        a, m = self.article, self.summary
+        return {
+            "v": 1, "item_id": self.item_id, "content_hash": self.content_hash,
+            "article": None if a is None else {"status": a.status, "text": a.text,
+                                                "retryable": a.retryable},
+            "summary": None if m is None else {"context": list(m.context),
+                                                "points": list(m.points), "method": m.method},
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ArticleWork:
+        a, m = d.get("article"), d.get("summary")
+        return cls(
+            item_id=int(d["item_id"]), content_hash=str(d["content_hash"]),
+            article=None if a is None else _Article(str(a["status"]), a.get("text"),
+                                                    bool(a.get("retryable"))),
+            summary=None if m is None else Summary(tuple(m["context"]), tuple(m["points"]),
+                                                   str(m["method"])),
+            seconds=d.get("seconds"))
+
+    @classmethod
+    def gave_up(cls, item: PendingItem, why: str) -> ArticleWork:
+        """The item whose work stopped its worker again and again: its article is a
+        failure not retried, its summary an error, until its content changes."""
+        return cls(item.id, item.content_hash,
+                   _Article(f"failed: {why}") if item.url else None,
+                   Summary((), (), "none:error"))
+
+
+def item_to_json(item: PendingItem) -> dict[str, Any]:
+    """A PendingItem for an extract task (JSON-safe)."""
+    out = dict(item.__dict__)
+    out["article_retry_at"] = item.article_retry_at.isoformat() if item.article_retry_at \
+        else None
+    return out
+
+
+def item_from_json(d: dict[str, Any]) -> PendingItem:
+    values = {k: v for k, v in d.items() if k in PendingItem.__dataclass_fields__}
+    when = values.get("article_retry_at")
+    values["article_retry_at"] = datetime.fromisoformat(when) if when else None
+    return PendingItem(**values)
+
+
+def work_article(settings: Settings, fetcher: Fetcher, item: PendingItem,
+                 now: datetime) -> ArticleWork:
+    """One item's article fetch (when ``wants_article``), extraction and summary
+    (when one is due), without the store: what an extract worker does. Never
+    raises: the page's faults and the summary's are the result."""
+    started = time.monotonic()
+    article = _fetch_article(fetcher, item) if wants_article(item, settings, now) else None
+    plan = _summary_input(item, article, settings.summarizer)
+    summary = _make_summary(plan[0], item, settings.summarizer) if plan is not None else None
+    return ArticleWork(item.id, item.content_hash, article, summary,
+                       time.monotonic() - started)
+
+
+def apply_article(store: Store, work: ArticleWork, settings: Settings, now: datetime) -> bool:
+    """Write an extract worker's result: the item is read again first, and the
+    result is a no-op when it is no longer pending or its content changed since
+    (it is then sent again as it is now). True when a summary was written."""
+    found = store.pending_summaries(1, now=now if settings.fetch_articles else None,
+                                    method=settings.summarizer, window=settings.max_entries,
+                                    ids=[work.item_id])
+    if not found or found[0].content_hash != work.content_hash:
+        return False
+    return _summarize_item(store, found[0], work.article, now, settings.summarizer,
+                           made=work.summary)
 
 
 @dataclass(frozen=True)

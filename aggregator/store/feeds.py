@@ -1,5 +1,6 @@
 """The subscriptions' SQL, mixed into ``Store``: syncing feeds.opml, the schedule,
-moves, and the outcome of a fetch that stored nothing."""
+moves, claims on due feeds (leases, poll_seq fencing) and the outcome of a fetch that
+stored nothing."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from aggregator.store.rows import (
+    _CLOSE,
     _FEED_COLUMNS,
+    _FEED_WIDTH,
+    _FENCE,
     FeedRow,
     _feed,
+    _fence_args,
     from_iso,
     iso,
 )
@@ -91,7 +96,7 @@ class FeedsMixin:
             "(SELECT count(*) FROM items i WHERE i.feed_id = f.id) "
             f"FROM feeds f {where} ORDER BY f.category, coalesce(f.title, f.feed_title, f.url)"
         ).fetchall()
-        return [_feed(r, r[20]) for r in rows]
+        return [_feed(r, r[_FEED_WIDTH]) for r in rows]
 
     def feed(self, url: str) -> FeedRow | None:
         row = self.conn.execute(f"SELECT {_FEED_COLUMNS} FROM feeds WHERE url = ?",
@@ -103,14 +108,104 @@ class FeedsMixin:
                   min_gap: timedelta = timedelta(0)) -> list[FeedRow]:
         """Active feeds whose next fetch has come (or every active one), minus gone
         ones. With ``early``, also those due within ``early`` of ``now`` whose last
-        fetch is at least ``min_gap`` ago (see update.poll_slack)."""
-        sql = f"SELECT {_FEED_COLUMNS} FROM feeds WHERE active = 1 AND state != 'gone'"
-        args: tuple[Any, ...] = ()
-        if not all_feeds:
-            sql += (" AND (next_fetch IS NULL OR next_fetch <= ? OR (next_fetch <= ? "
-                    "AND (last_fetch IS NULL OR last_fetch <= ?)))")
-            args = (iso(now), iso(now + max(early, timedelta(0))), iso(now - min_gap))
-        return [_feed(r) for r in self.conn.execute(sql + " ORDER BY next_fetch", args)]
+        fetch is at least ``min_gap`` ago (see update.poll_slack). Leases are not
+        looked at: ``claim_due`` is the way to take feeds to poll."""
+        where, args = _due_where(now, all_feeds, early, min_gap)
+        return [_feed(r) for r in self.conn.execute(
+            f"SELECT {_FEED_COLUMNS} FROM feeds WHERE {where} ORDER BY next_fetch", args)]
+
+    # --- claims (leases) ------------------------------------------------------------
+
+    def claim_due(self, now: datetime, *, holder: str, lease: timedelta,
+                  limit: int | None = None, all_feeds: bool = False,
+                  early: timedelta = timedelta(0), min_gap: timedelta = timedelta(0),
+                  ids: Sequence[int] | None = None) -> list[FeedRow]:
+        """Take the feeds ``due_feeds`` would return that nobody holds (no lease,
+        or an expired one), in one statement: each gets a lease until ``now +
+        lease`` held by ``holder`` and its ``poll_seq`` goes up by one, which its
+        result must bring back (``record_feed`` and co.). Two processes claiming
+        at once never get the same feed. ``ids``: claim only among those feeds
+        (still only if due and unleased). Sorted by next fetch, as due_feeds."""
+        if ids is not None and not ids:
+            return []
+        where, args = _due_where(now, all_feeds, early, min_gap)
+        where += " AND (lease_until IS NULL OR lease_until <= ?)"
+        args += (iso(now),)
+        if ids is not None:
+            if len(ids) > 30000:  # far under SQLite's variable limit (32766)
+                raise ValueError("claim_due: at most 30000 ids at once")
+            where += f" AND id IN ({','.join('?' * len(ids))})"
+            args += tuple(int(i) for i in ids)
+        tail = ""
+        if limit is not None:
+            tail = " LIMIT ?"
+            args += (max(0, int(limit)),)
+        sql = (f"UPDATE feeds SET lease_until = ?, lease_holder = ?, poll_seq = poll_seq + 1 "
+               f"WHERE id IN (SELECT id FROM feeds WHERE {where} ORDER BY next_fetch{tail}) "
+               f"RETURNING {_FEED_COLUMNS}")
+        with self.transaction() as c:
+            rows = c.execute(sql, (iso(now + lease), holder, *args)).fetchall()
+        feeds = [_feed(r) for r in rows]
+        # SQLite sorts NULL first, as the ORDER BY of due_feeds does
+        feeds.sort(key=lambda f: (f.next_fetch is not None,
+                                  iso(f.next_fetch) or "", f.id))
+        return feeds
+
+    def set_lease_holder(self, feed_id: int, poll_seq: int, holder: str) -> bool:
+        """A worker said it started this claim: it holds the lease now. False when
+        the claim is no longer open (done, swept, claimed again)."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "UPDATE feeds SET lease_holder = ? WHERE id = ? AND poll_seq = ? "
+                "AND lease_until IS NOT NULL", (holder, feed_id, poll_seq))
+        return cur.rowcount > 0
+
+    def sweep_leases(self, now: datetime) -> int:
+        """Clear the leases that ran out: those feeds are due again, and the next
+        claim bumps their poll_seq, so a late result of the old claim is fenced off."""
+        with self.transaction() as c:
+            cur = c.execute("UPDATE feeds SET lease_until = NULL, lease_holder = NULL "
+                            "WHERE lease_until IS NOT NULL AND lease_until <= ?", (iso(now),))
+        return cur.rowcount
+
+    def release_leases(self, holder_prefix: str) -> int:
+        """Clear every lease whose holder starts with ``holder_prefix`` (the daemon
+        at start and at a clean stop: ``"embedded"``). Nothing to clear: no write."""
+        where = ("lease_until IS NOT NULL AND lease_holder IS NOT NULL "
+                 "AND substr(lease_holder, 1, ?) = ?")
+        args = (len(holder_prefix), holder_prefix)
+        if self.conn.execute(f"SELECT 1 FROM feeds WHERE {where} LIMIT 1", args).fetchone() is None:
+            return 0
+        with self.transaction() as c:
+            cur = c.execute(
+                f"UPDATE feeds SET lease_until = NULL, lease_holder = NULL WHERE {where}", args)
+        return cur.rowcount
+
+    def release_claims(self, claims: Sequence[tuple[int, int]]) -> int:
+        """Give back claims (feed id, poll_seq) that were not used (a pass cut
+        short, a write that failed): those feeds are due again at once. A claim
+        already closed or taken again is left alone."""
+        if not claims:
+            return 0
+        with self.transaction() as c:
+            cur = c.executemany(
+                "UPDATE feeds SET lease_until = NULL, lease_holder = NULL "
+                "WHERE id = ? AND poll_seq = ? AND lease_until IS NOT NULL",
+                [(int(i), int(seq)) for i, seq in claims])
+        return cur.rowcount
+
+    def leased(self, now: datetime) -> list[FeedRow]:
+        """Feeds with a lease that has not run out, soonest to expire first."""
+        return [_feed(r) for r in self.conn.execute(
+            f"SELECT {_FEED_COLUMNS} FROM feeds WHERE lease_until IS NOT NULL "
+            "AND lease_until > ? ORDER BY lease_until, id", (iso(now),))]
+
+    def known_items(self, feed_id: int, limit: int = 500) -> dict[str, str]:
+        """Stored key -> content_hash of the feed's newest ``limit`` items: what a
+        worker need not send back (see wire.PollTask)."""
+        return {key: h for key, h in self.conn.execute(
+            "SELECT key, content_hash FROM items WHERE feed_id = ? "
+            "ORDER BY sort_date DESC, id DESC LIMIT ?", (feed_id, int(limit)))}
 
     def next_due(self) -> datetime | None:
         row = self.conn.execute(
@@ -156,30 +251,53 @@ class FeedsMixin:
 
     # --- the outcome of one fetch ------------------------------------------------------
 
-    def record_not_modified_many(
-        self, rows: Sequence[tuple[int, datetime, int, datetime, dict[str, str]]]) -> None:
+    def record_not_modified_many(self, rows: Sequence[NotModifiedRow]) -> int:
         """Several 304s in one transaction: (feed id, now, status, next fetch,
-        headers) each. A 304 changes nothing but times and validators, so
-        losing a batch to a crash only means those feeds are asked again."""
+        headers, poll_seq) each; returns how many were written. A 304 changes
+        nothing but times and validators, so losing a batch to a crash only means
+        those feeds are asked again. A poll_seq fences the row (see ``_FENCE``);
+        None (or a 5-tuple) writes it unfenced. Every write closes the claim."""
         if not rows:
-            return
+            return 0
         with self.transaction() as c:
-            c.executemany(
+            cur = c.executemany(
                 "UPDATE feeds SET last_fetch = ?, last_status = ?, last_success = ?, "
                 "next_fetch = ?, error_count = 0, last_error = NULL, state = 'ok', "
-                "etag = coalesce(?, etag), last_modified = coalesce(?, last_modified) "
-                "WHERE id = ?",
-                [(iso(now), status, iso(now), iso(next_fetch), headers.get("etag"),
-                  headers.get("last-modified"), feed_id)
-                 for feed_id, now, status, next_fetch, headers in rows],
+                "etag = coalesce(?, etag), last_modified = coalesce(?, last_modified), "
+                f"{_CLOSE} WHERE id = ? AND {_FENCE}",
+                [(iso(row[1]), row[2], iso(row[1]), iso(row[3]), row[4].get("etag"),
+                  row[4].get("last-modified"), row[0],
+                  *_fence_args(row[5] if len(row) > 5 else None))  # type: ignore[misc]
+                 for row in rows],
             )
+        return cur.rowcount
 
     def record_error(self, feed_id: int, now: datetime, *, status: int | None, error: str,
-                     next_fetch: datetime | None, state: str = "error") -> None:
+                     next_fetch: datetime | None, state: str = "error",
+                     poll_seq: int | None = None) -> bool:
+        """A failed fetch; False when ``poll_seq`` is given and its claim is no
+        longer open (then nothing is written)."""
         with self.transaction() as c:
-            c.execute(
+            cur = c.execute(
                 "UPDATE feeds SET last_fetch = ?, last_status = ?, next_fetch = ?, "
-                "error_count = error_count + 1, last_error = ?, state = ? WHERE id = ?",
-                (iso(now), status, iso(next_fetch), error[:1000], state, feed_id),
+                f"error_count = error_count + 1, last_error = ?, state = ?, {_CLOSE} "
+                f"WHERE id = ? AND {_FENCE}",
+                (iso(now), status, iso(next_fetch), error[:1000], state, feed_id,
+                 *_fence_args(poll_seq)),
             )
+        return cur.rowcount > 0
 
+
+# A 304 to write: (feed id, when, status, next fetch, headers[, poll_seq]).
+NotModifiedRow = (tuple[int, datetime, int, datetime, dict[str, str]]
+                  | tuple[int, datetime, int, datetime, dict[str, str], int | None])
+
+def _due_where(now: datetime, all_feeds: bool, early: timedelta,
+               min_gap: timedelta) -> tuple[str, tuple[Any, ...]]:
+    """The due rule of ``due_feeds`` and ``claim_due``, as a WHERE clause."""
+    where = "active = 1 AND state != 'gone'"
+    if all_feeds:
+        return where, ()
+    where += (" AND (next_fetch IS NULL OR next_fetch <= ? OR (next_fetch <= ? "
+              "AND (last_fetch IS NULL OR last_fetch <= ?)))")
+    return where, (iso(now), iso(now + max(early, timedelta(0))), iso(now - min_gap))

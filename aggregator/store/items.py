@@ -15,10 +15,13 @@ from aggregator import decide
 from aggregator.errors import StorageError
 from aggregator.store import search as storesearch
 from aggregator.store.rows import (
+    _CLOSE,
     _ENTRY_SELECT,
+    _FENCE,
     ItemCounts,
     PendingItem,
     _entry,
+    _fence_args,
     from_iso,
     iso,
 )
@@ -47,31 +50,49 @@ class ItemsMixin:
         parsed: ParsedFeed | None,
         items: Sequence[tuple[str, ParsedItem, str]],
         next_fetch: datetime,
+        poll_seq: int | None = None,
+        document_keys: Sequence[str] | None = None,
     ) -> ItemCounts:
         """Store one fetched document: feed metadata, validators and every new or
         changed item, in one transaction. ``items`` are (key, item, content_hash);
-        ``parsed`` None means the body was identical to the last one."""
+        ``parsed`` None means the body was identical to the last one.
+
+        ``poll_seq``: the claim this result answers (``claim_due``); the write
+        happens only while that claim is open, else nothing changes and the
+        counts say ``fenced``. None: unfenced (``add``'s first fetch). Either
+        way the write closes the claim. ``document_keys``: the keys of every
+        item of the document when ``items`` holds only the new or changed ones
+        (the feed's latest document, for retention); None: the keys of ``items``."""
+        meta: tuple[Any, ...] = (None, None, None, None)
+        if parsed is not None:
+            meta = (parsed.title, parsed.site_url, parsed.language, parsed.ttl_minutes)
         with self.transaction() as c:
-            counts = self._upsert_items(c, feed_id, items, now) if items else ItemCounts()
-            meta: tuple[Any, ...] = (None, None, None, None)
-            if parsed is not None:
-                meta = (parsed.title, parsed.site_url, parsed.language, parsed.ttl_minutes)
-            c.execute(
+            cur = c.execute(
                 "UPDATE feeds SET last_fetch = ?, last_status = ?, last_success = ?, "
                 "next_fetch = ?, error_count = 0, last_error = ?, state = 'ok', "
                 "etag = coalesce(?, etag), last_modified = coalesce(?, last_modified), "
                 "body_hash = ?, "
                 "feed_title = coalesce(?, feed_title), site_url = coalesce(?, site_url), "
-                "language = coalesce(?, language), ttl_minutes = coalesce(?, ttl_minutes) "
-                "WHERE id = ?",
+                f"language = coalesce(?, language), ttl_minutes = coalesce(?, ttl_minutes), "
+                f"{_CLOSE} WHERE id = ? AND {_FENCE}",
                 (iso(now), status, iso(now), iso(next_fetch),
                  parsed.warning if parsed is not None else None,
-                 headers.get("etag"), headers.get("last-modified"), body_hash, *meta, feed_id),
+                 headers.get("etag"), headers.get("last-modified"), body_hash, *meta, feed_id,
+                 *_fence_args(poll_seq)),
             )
+            if poll_seq is not None and cur.rowcount == 0:
+                return ItemCounts(fenced=True)
+            counts = ItemCounts()
+            if items:
+                counts = self._upsert_items(c, feed_id, items, now, document_keys)
+            elif document_keys is not None:
+                self._remember_document(c, feed_id, document_keys)
         return counts
 
     def _upsert_items(self, c: sqlite3.Connection, feed_id: int,
-                      items: Sequence[tuple[str, ParsedItem, str]], now: datetime) -> ItemCounts:
+                      items: Sequence[tuple[str, ParsedItem, str]], now: datetime,
+                      document_keys: Sequence[str] | None = None) -> ItemCounts:
+        sent = {key for key, _, _ in items}
         known, items = self._settle_keys(c, feed_id, items)
         new_rows = []
         changed_rows = []
@@ -106,7 +127,10 @@ class ItemsMixin:
                 "changed_at = ?, content_hash = ? WHERE id = ?",
                 changed_rows,
             )
-        self._remember_document(c, feed_id, [key for key, _, _ in items])
+        document = [key for key, _, _ in items]  # under the keys they were stored with
+        if document_keys is not None:  # and the items that did not travel: stored as is
+            document += [key for key in document_keys if key not in sent]
+        self._remember_document(c, feed_id, document)
         self._save_media(c, feed_id, new_media, changed_media)
         return ItemCounts(new=len(new_rows), changed=len(changed_rows))
 
@@ -146,14 +170,16 @@ class ItemsMixin:
 
     def pending_summaries(self, limit: int = 100, *, now: datetime | None = None,
                           exclude: Sequence[int] = (), method: str | None = None,
-                          window: int = 0) -> list[PendingItem]:
+                          window: int = 0, ids: Sequence[int] | None = None
+                          ) -> list[PendingItem]:
         """Items to work on, newest first: the summary is missing, was made from
         older content, or from the item's own text while the article is now
         there; or (with ``now``) a failed article fetch is due to be retried and
         article fetching is not off for the feed; or (with ``method``) one of the
         newest ``window`` items was summarised by another method than its feed's
-        (else ``method``). ``exclude``: ids to skip."""
-        return list(self._pending(now, exclude, limit, "i.article_text", method, window))
+        (else ``method``). ``exclude``: ids to skip; ``ids``: only among these
+        (a distributed result re-reads its item)."""
+        return list(self._pending(now, exclude, limit, "i.article_text", method, window, ids))
 
     def pending_overview(self, *, now: datetime | None = None, method: str | None = None,
                          window: int = 0) -> Iterator[PendingItem]:
@@ -162,7 +188,8 @@ class ItemsMixin:
         return self._pending(now, (), None, "NULL", method, window)
 
     def _pending(self, now: datetime | None, exclude: Sequence[int], limit: int | None,
-                 article_text: str, method: str | None, window: int) -> Iterator[PendingItem]:
+                 article_text: str, method: str | None, window: int,
+                 ids: Sequence[int] | None = None) -> Iterator[PendingItem]:
         where = ("(i.summary_hash IS NULL OR i.summary_hash != i.content_hash "
                  "OR (i.article_status = 'ok' AND i.summary_source IS NOT 'article')")
         args: list[Any] = []
@@ -182,6 +209,9 @@ class ItemsMixin:
         if exclude:
             where += f" AND i.id NOT IN ({','.join('?' * len(exclude))})"
             args.extend(exclude)
+        if ids is not None:
+            where += f" AND i.id IN ({','.join('?' * len(ids)) or 'NULL'})"
+            args.extend(ids)
         tail = ""
         if limit is not None:
             tail = " ORDER BY i.sort_date DESC LIMIT ?"

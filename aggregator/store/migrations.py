@@ -237,3 +237,16 @@ def m009_story_names(db: sqlite_utils.Database) -> None:
     # two stories that grow together merge: the gone story's keys move to the kept one
     db.execute("CREATE INDEX story_keys_story ON story_keys (story_id)")
 
+
+
+@migration
+def m010_leases(db: sqlite_utils.Database) -> None:
+    """The schedule's claims (store/feeds.py ``claim_due``): a feed being polled
+    is leased (``lease_until``, ``lease_holder``) so no other pass or worker
+    polls it too, and ``poll_seq`` counts the claims, so the result of a claim
+    that expired and was claimed again is told apart and changes nothing."""
+    db.execute("ALTER TABLE feeds ADD COLUMN poll_seq INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE feeds ADD COLUMN lease_until TEXT")
+    db.execute("ALTER TABLE feeds ADD COLUMN lease_holder TEXT")
+    # few feeds are leased at once: sweeps and `leased` read only those
+    db.execute("CREATE INDEX feeds_leased ON feeds (lease_until) WHERE lease_until IS NOT NULL")

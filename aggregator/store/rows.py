@@ -49,6 +49,9 @@ class FeedRow:
     error_count: int
     last_error: str | None
     item_count: int = 0
+    poll_seq: int = 0  # bumped by every claim: fences off the results of older ones
+    lease_until: datetime | None = None  # claimed until then (None: not leased)
+    lease_holder: str | None = None  # who holds the claim ("embedded:<pid>", a worker)
 
     @property
     def name(self) -> str:
@@ -81,14 +84,15 @@ class PendingItem:
 _FEED_COLUMNS = (
     "id, url, title, feed_title, site_url, category, language, active, state, fetch_articles, "
     "etag, last_modified, body_hash, ttl_minutes, last_fetch, last_status, last_success, "
-    "next_fetch, error_count, last_error"
+    "next_fetch, error_count, last_error, poll_seq, lease_until, lease_holder"
 )
+_FEED_WIDTH = 23  # how many columns _FEED_COLUMNS names
 
 
 def _feed(row: sqlite3.Row | tuple[Any, ...], item_count: int = 0) -> FeedRow:
     (id_, url, title, feed_title, site_url, category, language, active, state, fetch_articles,
      etag, last_modified, body_hash, ttl, last_fetch, last_status, last_success, next_fetch,
-     error_count, last_error) = tuple(row)[:20]
+     error_count, last_error, poll_seq, lease_until, lease_holder) = tuple(row)[:_FEED_WIDTH]
     return FeedRow(
         id=id_, url=url, title=title, feed_title=feed_title, site_url=site_url,
         category=category, language=language, active=bool(active), state=state,
@@ -97,13 +101,27 @@ def _feed(row: sqlite3.Row | tuple[Any, ...], item_count: int = 0) -> FeedRow:
         last_fetch=from_iso(last_fetch), last_status=last_status,
         last_success=from_iso(last_success), next_fetch=from_iso(next_fetch),
         error_count=error_count, last_error=last_error, item_count=item_count,
+        poll_seq=poll_seq or 0, lease_until=from_iso(lease_until), lease_holder=lease_holder,
     )
+
+
+# A write of a claim's result applies only while that claim is open: the feed's
+# poll_seq is still the one claimed and its lease was not cleared (by an earlier
+# write of the same result, a sweep or a release). No poll_seq: no fence.
+_FENCE = "(? IS NULL OR (poll_seq = ? AND lease_until IS NOT NULL))"
+# ... and every write closes the claim, fenced or not
+_CLOSE = "lease_until = NULL, lease_holder = NULL"
+
+
+def _fence_args(poll_seq: int | None) -> tuple[int | None, int | None]:
+    return (poll_seq, poll_seq)
 
 
 @dataclass(frozen=True)
 class ItemCounts:
     new: int = 0
     changed: int = 0
+    fenced: bool = False  # the write's claim was no longer open: nothing was written
 
 
 _ENTRY_SELECT = (
