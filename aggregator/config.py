@@ -51,6 +51,9 @@ class Settings:
     per_host: int = 2  # concurrent fetches per host
     # parser processes for big passes; -1: one per core for `update`, none in the daemon
     parse_processes: int = -1
+    # how long a claimed feed stays claimed (seconds): no other pass or worker polls
+    # it meanwhile; after it, the claim may be swept and the feed claimed again
+    lease_seconds: float = 900.0
     user_agent: str = (
         f"aggregator/{__version__} (+https://github.com/aggregator/aggregator; feed aggregator)"
     )
@@ -133,12 +136,15 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 def _check(settings: Settings) -> Settings:
     problems = []
     for name in ("interval", "min_interval", "max_interval", "connect_timeout", "timeout",
-                 "stalled_after", "jitter"):
+                 "stalled_after", "jitter", "lease_seconds"):
         if not math.isfinite(getattr(settings, name)):
             problems.append(f"{name} must be a finite number")
     for name in ("interval", "min_interval", "connect_timeout", "timeout", "stalled_after"):
         if getattr(settings, name) <= 0:
             problems.append(f"{name} must be positive")
+    if not settings.lease_seconds > settings.timeout:
+        problems.append("lease_seconds must be longer than timeout (a poll must end "
+                        "within its lease)")
     if settings.max_redirects < 0:
         problems.append("max_redirects must be 0 or more")
     if settings.max_entries < 1 or settings.category_max_entries < 0:

@@ -50,8 +50,10 @@ from aggregator.notify import Notifier, Watchdog, watchdog_interval
 from aggregator.stages.summaries import summarize_pending
 from aggregator.store import Store
 from aggregator.update import (
+    embedded_holder,
     make_fetcher,
     publish_now,
+    release_stale_leases,
     run_pass,
     sync_subscriptions,
     utcnow,
@@ -410,7 +412,13 @@ class Daemon:
 
     def _prepare(self) -> None:
         """Before READY: know the subscriptions (STATUS counts them) and have a page
-        to serve even when no feed answers (e.g. no network)."""
+        to serve even when no feed answers (e.g. no network). The claims of a
+        daemon or ``update`` killed before their end are given back first."""
+        try:
+            with self._main_store() as store:
+                release_stale_leases(store)
+        except AggregatorError as e:  # they run out by themselves (lease_seconds)
+            log.error("cannot give back the claims of a stopped process: %s", e)
         try:
             with self._main_store() as store:
                 sync_subscriptions(self.settings, store, utcnow())
@@ -570,6 +578,10 @@ class Daemon:
             os._exit(0)
         for fetcher in (self.fetcher, *self._retired):
             fetcher.close()
+        try:  # a pass cut short gave its claims back; this is in case it could not
+            self.store.release_leases(embedded_holder(), exact=True)
+        except AggregatorError as e:
+            log.error("cannot give back this process's claims: %s", e)
         self.store.close()
         self.notifier.close()
         log.info("stopped in %.1f s", time.monotonic() - started)

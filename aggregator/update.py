@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
 import time
 import xml.etree.ElementTree as ET
@@ -47,6 +48,7 @@ from aggregator.guard import Guard, trusted_origin
 from aggregator.logs import log_feed_result
 from aggregator.store import FeedRow, Store
 from aggregator.types import FetchResult, ParsedFeed
+from aggregator.wire import KeyedItem, PollResult, PollTask
 
 if TYPE_CHECKING:
     pass
@@ -67,7 +69,7 @@ def utcnow() -> datetime:
 class FeedOutcome:
     url: str
     name: str
-    result: str  # "new", "not modified", "unchanged", "error", "gone"
+    result: str  # "new", "not modified", "unchanged", "error", "gone", "fenced"
     status: int | None = None
     new: int = 0
     changed: int = 0
@@ -151,50 +153,72 @@ def sync_subscriptions(settings: Settings, store: Store, now: datetime) -> dict[
     return counts
 
 
-@dataclass(frozen=True)
-class _Fetched:
-    """What a worker thread hands back: the exchange and its parse, or an error."""
-
-    feed: FeedRow
-    result: FetchResult | None = None
-    parsed: ParsedFeed | None = None
-    body_hash: str | None = None
-    error: AggregatorError | None = None
-    seconds: float | None = None
-
-
-def _fetch_and_parse(fetcher: Fetcher, feed: FeedRow, now: datetime,
-                     pool: Executor | None = None) -> _Fetched:
+def poll_feed(fetcher: Fetcher, task: PollTask, now: datetime,
+              pool: Executor | None = None) -> PollResult:
+    """Poll one feed without the store (the worker side): fetch it conditionally,
+    hash the body (the same bytes as last time: nothing to parse), parse, key and
+    hash the items. Only items new to ``task.known`` come back (all of them when
+    it is None). Never raises: an error is the result's value."""
     start = time.monotonic()
-    fetched = _fetch_and_parse_timed(fetcher, feed, now, pool)
-    return replace(fetched, seconds=time.monotonic() - start)
-
-
-def _fetch_and_parse_timed(fetcher: Fetcher, feed: FeedRow, now: datetime,
-                           pool: Executor | None) -> _Fetched:
     try:
-        result = _get(fetcher, feed.url, etag=feed.etag, last_modified=feed.last_modified,
-                      trusted=trusted_origin(feed.url))
-        if result.body is None:
-            return _Fetched(feed, result)
-        body_hash = _body_hash(result.body)
-        if body_hash == feed.body_hash:
-            return _Fetched(feed, result, None, body_hash)  # same bytes: nothing to parse
-        # offload.parse imports the parser when called: a poll that gets only
-        # 304s never does, nor this process while the parse pool works
-        args = (result.body, result.headers, result.final_url, now)
-        if pool is not None:  # this thread waits without the GIL; another core parses
-            try:
-                parsed = pool.submit(offload.parse, *args).result()
-            except BrokenExecutor:  # a parser process died: parse here instead
-                parsed = offload.parse(*args)
-        else:
-            parsed = offload.parse(*args)
-        return _Fetched(feed, result, parsed, body_hash)
+        result = _poll(fetcher, task, now, pool)
     except (FetchError, ParseError) as e:
-        return _Fetched(feed, error=e)
+        result = PollResult.failed(task, e)
     except Exception as e:  # a bug: record it on this feed, keep polling the others
-        return _Fetched(feed, error=_internal(feed.url, e))
+        result = PollResult.failed(task, _internal(task.url, e))
+    return replace(result, seconds=time.monotonic() - start)
+
+
+def _poll(fetcher: Fetcher, task: PollTask, now: datetime, pool: Executor | None) -> PollResult:
+    result = _get(fetcher, task.url, etag=task.etag, last_modified=task.last_modified,
+                  trusted=trusted_origin(task.url))
+    if result.body is None:
+        return _result_of(task, result, None, None)
+    body_hash = _body_hash(result.body)
+    if body_hash == task.body_hash:
+        return _result_of(task, result, None, body_hash)  # same bytes: nothing to parse
+    # offload.parse imports the parser when called: a poll that gets only
+    # 304s never does, nor this process while the parse pool works
+    args = (result.body, result.headers, result.final_url, now)
+    if pool is not None:  # this thread waits without the GIL; another core parses
+        try:
+            parsed = pool.submit(offload.parse, *args).result()
+        except BrokenExecutor:  # a parser process died: parse here instead
+            parsed = offload.parse(*args)
+    else:
+        parsed = offload.parse(*args)
+    return _result_of(task, result, parsed, body_hash)
+
+
+def _result_of(task: PollTask, res: FetchResult, parsed: ParsedFeed | None,
+               body_hash: str | None) -> PollResult:
+    """One exchange (and its parse) as the result of ``task``: items keyed and
+    hashed, the feed's language filled in, those ``task.known`` has left out."""
+    items: list[KeyedItem] = []
+    document_keys: tuple[str, ...] | None = None
+    meta = None
+    name = task.name
+    if parsed is not None:
+        items = [(key, item, decide.content_hash(item))
+                 for key, item in decide.assign_keys(parsed.items)]
+        language = parsed.language
+        if language:
+            items = [(k, i if i.language else replace(i, language=language), h)
+                     for k, i, h in items]
+        if task.known is not None:
+            known = task.known
+            document_keys = tuple(k for k, _, _ in items)
+            items = [(k, i, h) for k, i, h in items if known.get(k) != h]
+        meta = (parsed.title, parsed.site_url, parsed.language, parsed.ttl_minutes,
+                parsed.warning)
+        name = (parsed.title if not task.title else None) or task.name
+    return PollResult(
+        feed_id=task.feed_id, poll_seq=task.poll_seq, url=task.url, status=res.status,
+        headers=res.headers, final_url=res.final_url, permanent_url=res.permanent_url,
+        body_hash=body_hash, parsed_meta=meta, items=tuple(items),
+        document_keys=document_keys, name=name, error_count=task.error_count,
+        last_error=task.last_error, ttl_minutes=task.ttl_minutes,
+    )
 
 
 def _get(fetcher: Fetcher, url: str, **kw: Any) -> FetchResult:
@@ -249,8 +273,42 @@ class _StorageTrouble:
             raise StorageError(f"{self.last} (no write of this pass succeeded)") from self.last
 
 
-# a 304 to write: (feed id, when, status, next fetch, headers)
-NotModified = tuple[int, datetime, int, datetime, dict[str, str]]
+# a 304 to write: (feed id, when, status, next fetch, headers, poll_seq)
+NotModified = tuple[int, datetime, int, datetime, dict[str, str], int | None]
+
+EMBEDDED = "embedded"  # the holder of an embedded pass's claims: "embedded:<pid>"
+
+
+def embedded_holder() -> str:
+    return f"{EMBEDDED}:{os.getpid()}"
+
+
+def release_stale_leases(store: Store, *, own: bool = True) -> int:
+    """Give back the claims of embedded passes that are over: those of processes
+    no longer running (a killed daemon or ``update``), and with ``own`` those of
+    this process (its passes run one at a time, so any claim it still holds is
+    left from one cut short). A running process's claims stay: a one-shot
+    ``update`` beside the daemon does not poll what the daemon holds. Nothing
+    to give back costs one read of the (few) leased rows and no write."""
+    released = 0
+    for holder in store.lease_holders(EMBEDDED + ":"):
+        pid = holder[len(EMBEDDED) + 1:]
+        if (own and holder == embedded_holder()) or not _running(pid):
+            released += store.release_leases(holder, exact=True)
+    return released
+
+
+def _running(pid: str) -> bool:
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return True  # not a pid (not ours to judge), or this very process
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # another user's process, or not a pid we can ask about
+    return True
+
 
 def run_pass(
     settings: Settings,
@@ -266,13 +324,16 @@ def run_pass(
     early: timedelta = timedelta(0),
     on_due: Callable[[int], None] | None = None,
 ) -> PassResult:
-    """Sync subscriptions, poll the due feeds (every active one with
-    ``all_feeds``), store what is new or changed. With ``tolerate_bad_opml``
+    """Sync subscriptions, claim the due feeds (every active one with
+    ``all_feeds``) that no other pass holds, poll them, store what is new or
+    changed. With ``tolerate_bad_opml``
     (the daemon) an unreadable feeds.opml is logged and the feeds already in
     the database are polled; without it (a one-shot update) it is fatal.
     ``early``: also poll the feeds due that soon (``poll_slack``, for ``update``).
     ``on_due`` hears how many feeds this pass polls, before the first one.
-    A pass starts with no DNS failures remembered (see fetch.DNSFailures)."""
+    A pass starts with no DNS failures remembered (see fetch.DNSFailures).
+    Claims the pass did not use (cut short, a failed write) are given back at
+    its end, so those feeds are due again at once, as before there were claims."""
     rng = rng or random.Random()
     failures = getattr(fetcher, "dns_failures", None)
     if failures is not None:
@@ -286,90 +347,135 @@ def run_pass(
         sync = {}
     result = PassResult(sync=sync)
     store.rewind_schedule(clock())  # the clock went back: no feed waits the jump out
-    due = store.due_feeds(clock(), all_feeds=all_feeds, early=early,
+    release_stale_leases(store)
+    due = store.claim_due(clock(), holder=embedded_holder(),
+                          lease=timedelta(seconds=settings.lease_seconds),
+                          all_feeds=all_feeds, early=early,
                           min_gap=timedelta(minutes=settings.min_interval))
     if on_due:
         on_due(len(due))
+    claims = {feed.id: feed.poll_seq for feed in due}  # not written yet
     moves: list[tuple[str, str]] = []
     pol = policy(settings)
     # the forkserver the parse pool starts serves the summaries' pool too: with
     # summaries to follow, it imports their modules once, not every worker
     preload = ("aggregator.parse", *(offload.PRELOAD if settings.summaries else ()))
-    with _parse_pool(len(due), settings.parse_processes, preload) as pool:
-        fetched_all = workers.unordered(
-            lambda feed: _fetch_and_parse(fetcher, feed, clock(), pool), due, settings.workers,
-            should_stop=should_stop, name="fetch",
-        )
-        not_modified: list[NotModified] = []
-        trouble = _StorageTrouble()
-        try:
-            for fetched in fetched_all:
-                outcome = _record_safely(store, fetched, pol, clock(), rng, not_modified,
-                                         trouble)
-                if len(not_modified) >= NOT_MODIFIED_BATCH:
-                    _flush_not_modified(store, not_modified, trouble)
-                if outcome.moved_to:
-                    moves.append((outcome.url, outcome.moved_to))
-                result.outcomes.append(outcome)
-                if progress:
-                    progress(outcome)
-            _flush_not_modified(store, not_modified, trouble)
-            trouble.finish()
-        finally:
-            if not_modified:  # the pass was cut short: keep what can be kept
-                try:
-                    store.record_not_modified_many(not_modified)
-                except StorageError as e:
-                    log.error("%d unchanged feeds not recorded, asked again next pass: %s",
-                              len(not_modified), e)
+    try:
+        with _parse_pool(len(due), settings.parse_processes, preload) as pool:
+            polled_all = workers.unordered(
+                lambda feed: poll_feed(fetcher, PollTask.from_row(feed), clock(), pool), due,
+                settings.workers, should_stop=should_stop, name="fetch",
+            )
+            not_modified: list[NotModified] = []
+            trouble = _StorageTrouble()
+            try:
+                for polled in polled_all:
+                    outcome, stored = _record_safely(store, polled, pol, clock(), rng,
+                                                     not_modified, trouble)
+                    if stored and outcome.result != "not modified":
+                        claims.pop(polled.feed_id, None)
+                    if len(not_modified) >= NOT_MODIFIED_BATCH:
+                        _flush_not_modified(store, not_modified, trouble, claims)
+                    if outcome.moved_to:
+                        moves.append((outcome.url, outcome.moved_to))
+                    result.outcomes.append(outcome)
+                    if progress:
+                        progress(outcome)
+                _flush_not_modified(store, not_modified, trouble, claims)
+                trouble.finish()
+            finally:
+                if not_modified:  # the pass was cut short: keep what can be kept
+                    try:
+                        store.record_not_modified_many(not_modified)
+                        for row in not_modified:
+                            claims.pop(row[0], None)
+                    except StorageError as e:
+                        log.error("%d unchanged feeds not recorded, asked again next pass: %s",
+                                  len(not_modified), e)
+    finally:
+        _give_back(store, claims)
     if moves:
         _apply_moves(settings, store, moves)
     return result
 
 
-def _flush_not_modified(store: Store, rows: list[NotModified], trouble: _StorageTrouble) -> None:
+def _give_back(store: Store, claims: dict[int, int | None]) -> None:
+    """The claims a pass took and wrote no result for: due again at once."""
+    rows = [(i, seq) for i, seq in claims.items() if seq is not None]
     if not rows:
         return
     try:
-        store.record_not_modified_many(rows)
+        store.release_claims(rows)
+    except StorageError as e:  # they run out by themselves (lease_seconds)
+        log.error("%d feeds stay claimed until their lease ends: %s", len(rows), e)
+
+
+def _flush_not_modified(store: Store, rows: list[NotModified], trouble: _StorageTrouble,
+                        claims: dict[int, int | None] | None = None) -> None:
+    if not rows:
+        return
+    try:
+        applied = store.record_not_modified_many(rows)
     except StorageError as e:  # those feeds are still due: asked again next pass
         log.error("%d unchanged feeds not recorded, asked again next pass: %s", len(rows), e)
         rows.clear()
         trouble.failed(e)
         return
+    if applied < len(rows):
+        log.info("%d unchanged feeds not recorded: claimed again meanwhile, or recorded "
+                 "already", len(rows) - applied)
+    if claims is not None:
+        for row in rows:
+            claims.pop(row[0], None)
     rows.clear()
     trouble.ok()
 
 
-def _record_safely(store: Store, fetched: _Fetched, pol: decide.PollPolicy, now: datetime,
-                   rng: random.Random, not_modified: list[NotModified],
-                   trouble: _StorageTrouble) -> FeedOutcome:
-    """``_record`` inside the feed's boundary: a bug becomes the feed's error
-    state ("internal error: Type: message"), a failed write leaves the feed as
-    it was (due again next pass); neither stops the pass."""
-    feed = fetched.feed
+def apply_poll(store: Store, result: PollResult, pol: decide.PollPolicy, now: datetime,
+               rng: random.Random, not_modified: list[NotModified] | None) -> FeedOutcome:
+    """Write one poll's result (the writer side), fenced by ``result.poll_seq``:
+    a result whose claim is no longer open changes nothing and comes out as
+    ``FeedOutcome(result="fenced")``. A 304 goes to ``not_modified`` (written
+    later, in a batch: ``store.record_not_modified_many``), or at once when that
+    is None. A bug becomes the feed's error state; a failed write (StorageError)
+    is raised, the feed's row as it was."""
     try:
-        outcome = _record(store, fetched, pol, now, rng, not_modified)
-    except StorageError as e:
-        return _not_stored(feed, e, trouble)
+        outcome = _record(store, result, pol, now, rng, not_modified)
+    except StorageError:
+        raise
     except Exception as e:
         try:
-            outcome = _record_error(store, feed, _internal(feed.url, e), pol, now, rng)
-        except StorageError as e2:
-            return _not_stored(feed, e2, trouble)
+            outcome = _record_error(store, result, _internal(result.url, e), pol, now, rng)
+        except StorageError:
+            raise
         except Exception as e2:  # even recording the error failed: say so, go on
-            error = _internal(feed.url, e2)
-            log.error("feed %s: %s (cannot even record it)", feed.url, error)
-            return FeedOutcome(feed.url, feed.name, "error", error=str(error))
+            error = _internal(result.url, e2)
+            log.error("feed %s: %s (cannot even record it)", result.url, error)
+            return FeedOutcome(result.url, result.name, "error", error=str(error),
+                               seconds=result.seconds)
+    return replace(outcome, seconds=result.seconds)
+
+
+def _record_safely(store: Store, polled: PollResult, pol: decide.PollPolicy, now: datetime,
+                   rng: random.Random, not_modified: list[NotModified],
+                   trouble: _StorageTrouble) -> tuple[FeedOutcome, bool]:
+    """``apply_poll`` inside the feed's boundary: a bug becomes the feed's error
+    state ("internal error: Type: message"), a failed write leaves the feed as
+    it was (due again next pass); neither stops the pass. Also says whether the
+    write was made (or fenced off, as final): False after a failed write."""
+    try:
+        outcome = apply_poll(store, polled, pol, now, rng, not_modified)
+    except StorageError as e:
+        return _not_stored(polled, e, trouble), False
     if outcome.result != "not modified":  # a 304 is written later, in a batch
         trouble.ok()
-    return replace(outcome, seconds=fetched.seconds)
+    return outcome, True
 
 
-def _not_stored(feed: FeedRow, e: StorageError, trouble: _StorageTrouble) -> FeedOutcome:
-    log.error("feed %s: not stored, tried again next pass: %s", feed.url, e)
+def _not_stored(polled: PollResult, e: StorageError, trouble: _StorageTrouble) -> FeedOutcome:
+    log.error("feed %s: not stored, tried again next pass: %s", polled.url, e)
     trouble.failed(e)  # raises when the database keeps failing
-    return FeedOutcome(feed.url, feed.name, "error", error=f"StorageError: {e}")
+    return FeedOutcome(polled.url, polled.name, "error", error=f"StorageError: {e}")
 
 
 NOT_MODIFIED_BATCH = 100  # 304s written per transaction
@@ -383,52 +489,58 @@ def record_first_fetch(settings: Settings, store: Store, feed: FeedRow, result: 
                        parsed: ParsedFeed | None, *, clock: Clock = utcnow) -> None:
     """Store a fetch made outside a pass (``add`` finding a feed) as a poll would:
     items, validators, body hash and next poll time, so the next pass asks
-    "changed since?" instead of fetching it again."""
+    "changed since?" instead of fetching it again. Unfenced (no claim)."""
     if result.body is None:
         return
-    fetched = _Fetched(feed, result, parsed, _body_hash(result.body))
-    _record(store, fetched, policy(settings), clock(), random.Random(), [])
+    task = replace(PollTask.from_row(feed), poll_seq=None)
+    polled = _result_of(task, result, parsed, _body_hash(result.body))
+    _record(store, polled, policy(settings), clock(), random.Random(), [])
 
 
-def _record(store: Store, fetched: _Fetched, pol: decide.PollPolicy, now: datetime,
-            rng: random.Random,
-            not_modified: list[NotModified],
-            ) -> FeedOutcome:
-    feed = fetched.feed
-    if fetched.error is not None:
-        return _record_error(store, feed, fetched.error, pol, now, rng)
-    res = fetched.result
-    assert res is not None
+def _record(store: Store, polled: PollResult, pol: decide.PollPolicy, now: datetime,
+            rng: random.Random, not_modified: list[NotModified] | None) -> FeedOutcome:
+    if polled.error is not None:
+        return _record_error(store, polled, polled.error.to_error(), pol, now, rng)
+    headers = polled.headers or {}
+    meta = polled.parsed_meta
     next_fetch = decide.next_poll(
-        now, pol, headers=res.headers,
-        ttl_minutes=(fetched.parsed.ttl_minutes if fetched.parsed else feed.ttl_minutes),
+        now, pol, headers=headers,
+        ttl_minutes=(meta[3] if meta is not None else polled.ttl_minutes),
         random_fraction=rng.random(),
     )
-    log_feed_result(log, feed.url, feed.last_error if feed.error_count else None, None)
-    if res.body is None:
-        not_modified.append((feed.id, now, res.status, next_fetch, res.headers))
-        return FeedOutcome(feed.url, feed.name, "not modified", res.status,
-                           moved_to=res.permanent_url)
-    items = []
-    if fetched.parsed is not None:
-        items = [(key, item, decide.content_hash(item))
-                 for key, item in decide.assign_keys(fetched.parsed.items)]
-        language = fetched.parsed.language
-        if language:
-            items = [(k, i if i.language else replace(i, language=language), h)
-                     for k, i, h in items]
+    status = polled.status if polled.status is not None else 200
+    recovered = polled.last_error if polled.error_count else None
+    if polled.not_modified:
+        row = (polled.feed_id, now, status, next_fetch, headers, polled.poll_seq)
+        if not_modified is not None:  # written later, in a batch
+            log_feed_result(log, polled.url, recovered, None)
+            not_modified.append(row)
+        elif not store.record_not_modified_many([row]):
+            return _fenced(polled)
+        else:
+            log_feed_result(log, polled.url, recovered, None)
+        return FeedOutcome(polled.url, polled.name, "not modified", status,
+                           moved_to=polled.permanent_url)
     counts = store.record_feed(
-        feed.id, now, status=res.status, headers=res.headers,
-        body_hash=fetched.body_hash or "", parsed=fetched.parsed, items=items,
-        next_fetch=next_fetch,
+        polled.feed_id, now, status=status, headers=headers,
+        body_hash=polled.body_hash or "", parsed=polled.parsed(), items=polled.items,
+        next_fetch=next_fetch, poll_seq=polled.poll_seq, document_keys=polled.document_keys,
     )
+    if counts.fenced:
+        return _fenced(polled)
+    log_feed_result(log, polled.url, recovered, None)
     kind = "new" if counts.new or counts.changed else "unchanged"
-    name = (fetched.parsed.title if fetched.parsed and not feed.title else None) or feed.name
-    return FeedOutcome(feed.url, name, kind, res.status, counts.new, counts.changed,
-                       moved_to=res.permanent_url)
+    return FeedOutcome(polled.url, polled.name, kind, status, counts.new, counts.changed,
+                       moved_to=polled.permanent_url)
 
 
-def _record_error(store: Store, feed: FeedRow, error: AggregatorError,
+def _fenced(polled: PollResult) -> FeedOutcome:
+    log.info("feed %s: result not recorded: its claim (poll %s) was taken again or "
+             "recorded already", polled.url, polled.poll_seq)
+    return FeedOutcome(polled.url, polled.name, "fenced", polled.status)
+
+
+def _record_error(store: Store, polled: PollResult, error: AggregatorError,
                   pol: decide.PollPolicy, now: datetime, rng: random.Random) -> FeedOutcome:
     status = error.status if isinstance(error, HTTPStatusError) else None
     headers = error.headers if isinstance(error, HTTPStatusError) else {}
@@ -437,18 +549,21 @@ def _record_error(store: Store, feed: FeedRow, error: AggregatorError,
     gone = status is not None and decide.disables_feed(status)
     try:
         next_fetch = decide.next_poll(
-            now, pol, headers=headers, error_count=feed.error_count + 1,
+            now, pol, headers=headers, error_count=polled.error_count + 1,
             random_fraction=rng.random(),
         )
     except Exception as e:  # a bug in the rule must not lose the error itself
-        _internal(feed.url, e)
+        _internal(polled.url, e)
         next_fetch = now + pol.interval
     if gone:
         message = "HTTP 410 Gone: the publisher removed this feed; polling stopped"
-    store.record_error(feed.id, now, status=status, error=message, next_fetch=next_fetch,
-                       state="gone" if gone else "error")
-    log_feed_result(log, feed.url, feed.last_error, message)  # once per state change
-    return FeedOutcome(feed.url, feed.name, "gone" if gone else "error", status, error=message)
+    if not store.record_error(polled.feed_id, now, status=status, error=message,
+                              next_fetch=next_fetch, state="gone" if gone else "error",
+                              poll_seq=polled.poll_seq):
+        return _fenced(polled)
+    log_feed_result(log, polled.url, polled.last_error, message)  # once per state change
+    return FeedOutcome(polled.url, polled.name, "gone" if gone else "error", status,
+                       error=message)
 
 
 def _apply_moves(settings: Settings, store: Store, moves: Sequence[tuple[str, str]]) -> None:

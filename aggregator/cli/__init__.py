@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from aggregator import __version__, config
+from aggregator.cli.distributed import cmd_coordinator, cmd_worker
 from aggregator.cli.operations import (
     cmd_datasette,
     cmd_prune,
@@ -106,6 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
              "until SIGTERM/SIGINT; SIGHUP reloads config and feeds.opml.",
              "aggregator --feeds feeds.opml run")
     c.add_argument("--no-serve", action="store_true", help="don't start the HTTP server")
+
+    c = _cmd(sub, "coordinator", "Run the distributed daemon: the only writer of the "
+             "database; sends feeds and articles to workers through Redis, applies their "
+             "results, publishes and serves as run does.",
+             "aggregator coordinator --broker redis://127.0.0.1:6379/0")
+    c.add_argument("--broker", metavar="URL",
+                   help="Redis URL of the broker (default: the broker setting)")
+    c.add_argument("--no-serve", action="store_true", help="don't start the HTTP server")
+
+    c = _cmd(sub, "worker", "Run a distributed worker: polls feeds (role poll) or fetches, "
+             "extracts and summarises articles (role extract) for a coordinator.",
+             "aggregator worker --broker redis://127.0.0.1:6379/0 --role poll")
+    c.add_argument("--broker", metavar="URL",
+                   help="Redis URL of the broker (default: the broker setting)")
+    c.add_argument("--role", required=True, choices=("poll", "extract"),
+                   help="which queue to work on")
+    c.add_argument("--concurrency", type=int, metavar="N",
+                   help="worker processes (default: one per core)")
 
     c = _cmd(sub, "feeds", "List every subscription with its polling state; --revive polls "
              "a gone (HTTP 410) or failing feed again.",
@@ -226,6 +245,8 @@ def _settings(args: argparse.Namespace) -> config.Settings:
         flags["publish"] = False
     if getattr(args, "no_serve", False):
         flags["serve"] = False
+    if getattr(args, "broker", None):
+        flags["broker"] = args.broker
     if args.verbose:
         flags["log_level"] = "DEBUG"
     return config.load(args.config, flags=flags)
@@ -263,6 +284,8 @@ def _setup_logging(level: str) -> None:
 COMMANDS: dict[str, Callable[[argparse.Namespace, config.Settings], int]] = {
     "update": cmd_update,
     "run": cmd_run,
+    "coordinator": cmd_coordinator,
+    "worker": cmd_worker,
     "feeds": cmd_feeds,
     "add": cmd_add,
     "remove": cmd_remove,

@@ -131,12 +131,8 @@ def run_poll(app: Celery, task_json: dict[str, Any], limits_json: dict[str, Any]
     me = holder(hostname)
     n = deliveries(app, f"{task.feed_id}:{task.poll_seq}")
     if n > MAX_DELIVERIES:
-        result = PollResult(
-            feed_id=task.feed_id, poll_seq=task.poll_seq, url=task.url, status=None,
-            headers={}, final_url=None, permanent_url=None, body_hash=None, parsed_meta=None,
-            items=(), document_keys=None,
-            error=WireError("AggregatorError", GAVE_UP.format(n=n - 1), None, {}),
-            seconds=None, worker=me)
+        result = PollResult.failed(task, WireError("AggregatorError", GAVE_UP.format(n=n - 1)),
+                                   worker=me)
         log.error("feed %s: %s", task.url, GAVE_UP.format(n=n - 1))
     else:
         publish(app, {"kind": "started", "feed_id": task.feed_id, "poll_seq": task.poll_seq,

@@ -168,18 +168,30 @@ class FeedsMixin:
                             "WHERE lease_until IS NOT NULL AND lease_until <= ?", (iso(now),))
         return cur.rowcount
 
-    def release_leases(self, holder_prefix: str) -> int:
-        """Clear every lease whose holder starts with ``holder_prefix`` (the daemon
-        at start and at a clean stop: ``"embedded"``). Nothing to clear: no write."""
-        where = ("lease_until IS NOT NULL AND lease_holder IS NOT NULL "
-                 "AND substr(lease_holder, 1, ?) = ?")
-        args = (len(holder_prefix), holder_prefix)
+    def release_leases(self, holder_prefix: str, *, exact: bool = False) -> int:
+        """Clear every lease whose holder starts with ``holder_prefix`` (``exact``:
+        is ``holder_prefix``); e.g. the embedded ones, ``"embedded"``, whose
+        holders are ``embedded:<pid>``. Nothing to clear: one read, no write."""
+        where = "lease_until IS NOT NULL AND "
+        if exact:
+            where += "lease_holder = ?"
+            args: tuple[Any, ...] = (holder_prefix,)
+        else:
+            where += "substr(lease_holder, 1, ?) = ?"
+            args = (len(holder_prefix), holder_prefix)
         if self.conn.execute(f"SELECT 1 FROM feeds WHERE {where} LIMIT 1", args).fetchone() is None:
             return 0
         with self.transaction() as c:
             cur = c.execute(
                 f"UPDATE feeds SET lease_until = NULL, lease_holder = NULL WHERE {where}", args)
         return cur.rowcount
+
+    def lease_holders(self, prefix: str = "") -> dict[str, int]:
+        """Who holds leases (expired ones included, until swept), and how many each."""
+        return dict(self.conn.execute(
+            "SELECT lease_holder, count(*) FROM feeds WHERE lease_until IS NOT NULL "
+            "AND lease_holder IS NOT NULL AND substr(lease_holder, 1, ?) = ? "
+            "GROUP BY lease_holder", (len(prefix), prefix)).fetchall())
 
     def release_claims(self, claims: Sequence[tuple[int, int]]) -> int:
         """Give back claims (feed id, poll_seq) that were not used (a pass cut
