@@ -268,7 +268,7 @@ def toml_value(v: Any) -> str:
 # served, no jitter.
 BASE_SETTINGS: dict[str, Any] = {
     "interval": 30, "min_interval": 0.1, "jitter": 0.0, "serve": False, "port": 0,
-    "connect_timeout": 5.0, "timeout": 20.0, "per_host": 8, "workers": 8,
+    "connect_timeout": 5.0, "timeout": 20.0, "per_host": 20, "workers": 8,
     "fetch_articles": False, "summaries": False, "stories": False,
     "lease_seconds": 30, "visibility_timeout": 6, "max_in_flight": 200,
 }
