@@ -181,8 +181,14 @@ def test_kill9_of_a_whole_poll_worker_mid_fetch_the_work_comes_back(
     first = c.worker("poll", concurrency=1)
     coordinator = c.coordinator()
     farm.wait_arrived(held, logs=c.logs())
-    assert farm.client_pids[held][0] in {p.pid for p in first.children()}, \
-        "the held request comes from the worker's child"
+    child = farm.client_pids[held][0]
+    assert child in {p.pid for p in first.children()}, "the held request comes from a child"
+    # the claim names the worker process that holds it (what `aggregator feeds` shows)
+    url = farm.urls()[3]
+    wait_until(lambda: c.scalar("SELECT lease_holder FROM feeds WHERE url = ?", (url,)), 30,
+               "the worker's started message", logs=c.logs())
+    holder = c.scalar("SELECT lease_holder FROM feeds WHERE url = ?", (url,))
+    assert holder.startswith("poll@") and holder.endswith(f":{child}"), holder
     first.kill9()
     farm.release(held)
     assert not first.alive() and not first.children()
@@ -280,6 +286,33 @@ def test_redis_killed_and_restarted_with_work_queued_nothing_lost(
     wait_pass(c, farm)
     assert_exactly_once(c, farm)
     assert farm.feed_requests() == dict.fromkeys(range(10), 1)
+    assert coordinator.alive() and worker.alive()
+    assert coordinator.stop() == 0
+
+
+def test_redis_killed_with_a_task_mid_fetch_and_more_queued_nothing_lost_or_doubled(
+        real: Parts, farm_factory: Any, tmp_path: Path) -> None:
+    farm = farm_factory(6, 3)
+    held = farm.feed_path(0)
+    c = real.cluster(tmp_path / "c")
+    c.write_opml(farm.urls())
+    coordinator = c.coordinator()
+    wait_until(lambda: real.redis.queued().get("aggregator.poll", 0) == 6, 60,
+               "6 poll tasks queued", logs=c.logs())
+    farm.hold(held)
+    for i in range(1, 6):  # whichever feed comes first is the one held
+        farm.hold(farm.feed_path(i))
+    worker = c.worker("poll", concurrency=1)
+    wait_until(lambda: sum(farm.arrived.values()) >= 1, 60, "a fetch under way", logs=c.logs())
+    real.redis.kill9()  # the task mid-fetch, its result not yet sent; 5 tasks queued
+    for path in list(farm.rules):
+        farm.release(path)
+    real.redis.restart()
+    wait_pass(c, farm)
+    assert_exactly_once(c, farm)
+    counts = farm.feed_requests()
+    assert all(1 <= v <= 2 for v in counts.values()), counts
+    assert sum(counts.values()) <= 6 + 1, "only the fetch under way may be done again"
     assert coordinator.alive() and worker.alive()
     assert coordinator.stop() == 0
 
