@@ -11,6 +11,8 @@ between a commit and its acknowledgement, Redis killed and restarted with and
 without its queue, a task slower than the visibility timeout, a feed whose task
 kills its worker every time, and a 1,000-feed pass that loses a worker midway.
 
+The coordinator's kill between commit and acknowledgement uses its one test
+hook, ``AGGREGATOR_FAULT=exit-after-commit`` (aggregator/distributed/coordinator.py).
 The waits have deadlines (generous: the machine is shared); nothing is timed.
 """
 
