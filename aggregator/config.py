@@ -206,7 +206,7 @@ def _did_you_mean(name: str) -> str:
 
 
 # AGGREGATOR_* variables that are not settings but are read on purpose
-OTHER_ENV = frozenset({"CONFIG", "FUZZ_CORPUS", "FUZZ_SCALE"})
+OTHER_ENV = frozenset({"CONFIG", "FUZZ_CORPUS", "FUZZ_SCALE", "FAULT"})
 
 
 def env_warnings(env: Mapping[str, str] | None = None) -> list[str]:

@@ -26,6 +26,7 @@ in Redis for the next coordinator (their leases stay valid).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -330,6 +331,8 @@ class Coordinator(Daemon):
         except Exception as e:  # a bug, or a malformed message: dropped (its lease runs out)
             log.debug("results: cannot apply", exc_info=e)
             log.error("results: cannot apply a %s message: %s: %s", kind, type(e).__name__, e)
+        if kind != "started":
+            _fault_point("exit-after-commit")
         message.ack()
         if self.watchdog:
             self.watchdog.progress("update pass")
@@ -397,6 +400,8 @@ class Coordinator(Daemon):
             finally:
                 self._not_modified.clear()
         held, self._held = self._held, []
+        if held:
+            _fault_point("exit-after-commit")
         for message in held:
             message.ack()
         with self._lock:
@@ -454,3 +459,13 @@ def _safe_url(url: str) -> str:
             netloc += f":{parts.port}"
         return parts._replace(netloc=netloc).geturl()
     return url
+
+
+def _fault_point(name: str) -> None:
+    """A test's fault injection (tests/test_distributed.py): with
+    ``AGGREGATOR_FAULT=exit-after-commit`` the coordinator dies right after a
+    result's commit, before its acknowledgement, as a power cut there would."""
+    if os.environ.get("AGGREGATOR_FAULT") == name:
+        log.warning("AGGREGATOR_FAULT=%s: exiting now", name)
+        logging.shutdown()
+        os._exit(70)
