@@ -373,3 +373,22 @@ def replace_body_hash(task: object) -> object:
 
     return dataclasses.replace(task, etag=None, last_modified=None,  # type: ignore[type-var]
                                body_hash=None)
+
+
+def test_a_started_task_renews_its_lease(db: Path) -> None:
+    """The lease runs from the moment a worker starts the task, not from the claim:
+    a task that waited in the queue keeps the whole lease for its fetch."""
+    with Store(db) as store:
+        feed = store.claim_due(NOW, holder="queued", lease=LEASE, limit=1)[0]
+        later = NOW + LEASE - timedelta(seconds=1)
+        assert store.set_lease_holder(feed.id, feed.poll_seq, "poll@host:7",
+                                      until=later + LEASE)
+        assert store.sweep_leases(NOW + LEASE) == 0  # the claim's own lease would have run out
+        (held,) = store.leased(NOW + LEASE)
+        assert (held.lease_holder, held.lease_until) == ("poll@host:7", later + LEASE)
+        # a closed claim is not reopened by a late "started"
+        store.record_error(feed.id, NOW, status=None, error="x", next_fetch=NOW,
+                           poll_seq=feed.poll_seq)
+        assert not store.set_lease_holder(feed.id, feed.poll_seq, "poll@host:8",
+                                          until=later + LEASE)
+        assert store.leased(NOW) == []

@@ -314,7 +314,8 @@ class Coordinator(Daemon):
             with self._busy("results"):
                 if kind == "started":
                     store.set_lease_holder(int(body["feed_id"]), int(body["poll_seq"]),
-                                           str(body["worker"])[:200])
+                                           str(body["worker"])[:200],
+                                           until=utcnow() + lease_length(self.settings))
                 elif kind == "poll":
                     if self._apply_poll(store, body["result"]):
                         self._held.append(message)

@@ -151,13 +151,17 @@ class FeedsMixin:
                                   iso(f.next_fetch) or "", f.id))
         return feeds
 
-    def set_lease_holder(self, feed_id: int, poll_seq: int, holder: str) -> bool:
-        """A worker said it started this claim: it holds the lease now. False when
-        the claim is no longer open (done, swept, claimed again)."""
+    def set_lease_holder(self, feed_id: int, poll_seq: int, holder: str,
+                         until: datetime | None = None) -> bool:
+        """A worker said it started this claim: it holds the lease now, renewed to
+        ``until`` when given (the time the task waited in the queue does not count
+        against its fetch). False when the claim is no longer open (done, swept,
+        claimed again)."""
         with self.transaction() as c:
             cur = c.execute(
-                "UPDATE feeds SET lease_holder = ? WHERE id = ? AND poll_seq = ? "
-                "AND lease_until IS NOT NULL", (holder, feed_id, poll_seq))
+                "UPDATE feeds SET lease_holder = ?, lease_until = coalesce(?, lease_until) "
+                "WHERE id = ? AND poll_seq = ? AND lease_until IS NOT NULL",
+                (holder, iso(until), feed_id, poll_seq))
         return cur.rowcount > 0
 
     def sweep_leases(self, now: datetime) -> int:
