@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--role", required=True, choices=("poll", "extract"),
                    help="which queue to work on")
     c.add_argument("--concurrency", type=int, metavar="N",
-                   help="worker processes (default: one per core)")
+                   help="worker processes (default: 4 per core for poll, which waits "
+                        "on the network; 2 per core for extract)")
 
     c = _cmd(sub, "feeds", "List every subscription with its polling state; --revive polls "
              "a gone (HTTP 410) or failing feed again.",

@@ -20,6 +20,15 @@ from aggregator.distributed.tasks import register
 log = logging.getLogger("aggregator.worker")
 
 
+# processes per core by default: a poll mostly waits on the network (a real fetch takes
+# 0.3-1 s, its parse about 10 ms), an article is fetched, then extracted and summarised
+PER_CORE = {"poll": 4, "extract": 2}
+
+
+def default_concurrency(role: str) -> int:
+    return PER_CORE[role] * (os.cpu_count() or 1)
+
+
 def run_worker(broker: str, role: str, *, concurrency: int | None, visibility_timeout: float,
                log_level: str = "INFO") -> int:
     """Run the worker until it is stopped; its exit status."""
@@ -28,7 +37,7 @@ def run_worker(broker: str, role: str, *, concurrency: int | None, visibility_ti
     app = make_app(broker, visibility_timeout=visibility_timeout)
     register(app)
     queue = QUEUES[role]
-    n = concurrency or os.cpu_count() or 1
+    n = concurrency or default_concurrency(role)
 
     def ready(sender: Any = None, **_: Any) -> None:
         log.info("worker %s ready: queue %s, %d processes",
