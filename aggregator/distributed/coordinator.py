@@ -139,7 +139,7 @@ class Coordinator(Daemon):
         except OPMLError as e:
             log.error("%s; polling the subscriptions already in the database", e)
         store.rewind_schedule(now)
-        swept = store.sweep_leases(now)
+        swept = store.sweep_leases(now, lease_length(settings))
         if swept:
             log.warning("%d leases ran out without a result: those feeds are due again", swept)
         leased = store.leased(now)
