@@ -391,7 +391,7 @@ class Coordinator(Daemon):
     def _apply_extract(self, store: Store, body: dict[str, Any]) -> None:
         from aggregator.stages.summaries import ArticleWork, apply_article
 
-        work = ArticleWork.from_json(body["result"])
+        work = ArticleWork.from_json(inbound.article_work(body.get("result")))
         wrote = apply_article(store, work, self.settings, utcnow())
         with self._lock:
             held = self._extracting.get(work.item_id)

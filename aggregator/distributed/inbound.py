@@ -99,3 +99,41 @@ def holder(name: object) -> str:
     ASCII only, bounded, so a hostile name cannot write to an operator's terminal."""
     text = "".join(c for c in str(name)[:200] if c.isascii() and c.isprintable())
     return text.strip() or "worker"
+
+
+MAX_SUMMARY_PARTS = 50
+MAX_SUMMARY_CHARS = 5000
+
+
+def article_work(d: object) -> dict[str, object]:
+    """An extract result's JSON, shaped as ``ArticleWork.to_json`` writes it (strings
+    where text goes, lists of strings for a summary, a finite time), else ValueError:
+    a summary point that is no text would reach every published file."""
+
+    def need(cond: bool, what: str) -> None:
+        if not cond:
+            raise ValueError(f"wire: bad extract result {what}")
+
+    need(isinstance(d, dict) and d.get("v") == 1, "version")
+    assert isinstance(d, dict)
+    item_id = d.get("item_id")
+    need(isinstance(item_id, int) and not isinstance(item_id, bool)
+         and 0 <= item_id < 2**63, "item_id")
+    need(isinstance(d.get("content_hash"), str) and len(d["content_hash"]) <= 128,
+         "content_hash")
+    a, m, seconds = d.get("article"), d.get("summary"), d.get("seconds")
+    if a is not None:
+        need(isinstance(a, dict) and isinstance(a.get("status"), str)
+             and len(a["status"]) <= 1000, "article status")
+        need(a.get("text") is None or isinstance(a.get("text"), str), "article text")
+    if m is not None:
+        need(isinstance(m, dict) and isinstance(m.get("method"), str)
+             and len(m["method"]) <= 100, "summary method")
+        for part in ("context", "points"):
+            values = m.get(part)
+            need(isinstance(values, list) and len(values) <= MAX_SUMMARY_PARTS
+                 and all(isinstance(v, str) and len(v) <= MAX_SUMMARY_CHARS for v in values),
+                 f"summary {part}")
+    need(seconds is None or (isinstance(seconds, int | float) and not isinstance(seconds, bool)
+                             and 0 <= seconds < 1e9), "seconds")
+    return d
