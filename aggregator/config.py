@@ -133,6 +133,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {name}: {e}") from e
 
 
+MAX_LEASE_SECONDS = 7 * 24 * 3600  # a claim (or a task's visibility) at most
+
+
 def _check(settings: Settings) -> Settings:
     problems = []
     for name in ("interval", "min_interval", "max_interval", "connect_timeout", "timeout",
@@ -142,6 +145,9 @@ def _check(settings: Settings) -> Settings:
     for name in ("interval", "min_interval", "connect_timeout", "timeout", "stalled_after"):
         if getattr(settings, name) <= 0:
             problems.append(f"{name} must be positive")
+    if max(settings.lease_seconds, settings.visibility_timeout) > MAX_LEASE_SECONDS:
+        problems.append(f"lease_seconds and visibility_timeout must be at most "
+                        f"{MAX_LEASE_SECONDS} (a week)")
     if not settings.lease_seconds > settings.timeout:
         problems.append("lease_seconds must be longer than timeout (a poll must end "
                         "within its lease)")

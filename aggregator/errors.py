@@ -86,3 +86,7 @@ class DiscoveryError(AggregatorError):
 
 class SearchError(AggregatorError):
     """A search that can't run: nothing to look for, a bad --since, no index."""
+
+
+class BrokerError(AggregatorError):
+    """The distributed mode's broker (Redis) cannot be reached or refuses us."""

@@ -15,6 +15,7 @@ claim is open, so a late, repeated or superseded result changes nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,9 +52,24 @@ def _opt_str(value: Any, what: str) -> str | None:
     return value  # type: ignore[no-any-return]
 
 
+# what SQLite holds (a signed 64-bit integer): a number past it could not be stored
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
 def _int(value: Any, what: str) -> int:
-    _check(isinstance(value, int) and not isinstance(value, bool), what)
+    _check(isinstance(value, int) and not isinstance(value, bool)
+           and INT_MIN <= value <= INT_MAX, what)
     return value  # type: ignore[no-any-return]
+
+
+def _count(value: Any, what: str) -> int:
+    """An id, a claim's number, a count: 0 or more."""
+    _check(_int(value, what) >= 0, what)
+    return value  # type: ignore[no-any-return]
+
+
+def _opt_count(value: Any, what: str) -> int | None:
+    return None if value is None else _count(value, what)
 
 
 def _opt_int(value: Any, what: str) -> int | None:
@@ -63,7 +79,8 @@ def _opt_int(value: Any, what: str) -> int | None:
 def _opt_float(value: Any, what: str) -> float | None:
     if value is None:
         return None
-    _check(isinstance(value, int | float) and not isinstance(value, bool), what)
+    _check(isinstance(value, int | float) and not isinstance(value, bool)
+           and math.isfinite(value), what)
     return float(value)
 
 
@@ -236,14 +253,14 @@ class PollTask:
         d = _version(data, "poll task")
         known = d.get("known")
         return cls(
-            feed_id=_int(d.get("feed_id"), "feed_id"), url=_str(d.get("url"), "url"),
-            poll_seq=_opt_int(d.get("poll_seq"), "poll_seq"),
+            feed_id=_count(d.get("feed_id"), "feed_id"), url=_str(d.get("url"), "url"),
+            poll_seq=_opt_count(d.get("poll_seq"), "poll_seq"),
             etag=_opt_str(d.get("etag"), "etag"),
             last_modified=_opt_str(d.get("last_modified"), "last_modified"),
             body_hash=_opt_str(d.get("body_hash"), "body_hash"),
             ttl_minutes=_opt_int(d.get("ttl_minutes"), "ttl_minutes"),
             name=_str(d.get("name", ""), "name"),
-            error_count=_int(d.get("error_count", 0), "error_count"),
+            error_count=_count(d.get("error_count", 0), "error_count"),
             last_error=_opt_str(d.get("last_error"), "last_error"),
             known=None if known is None else _str_dict(known, "known"),
             title=_opt_str(d.get("title"), "title"),
@@ -343,8 +360,8 @@ class PollResult:
         headers = d.get("headers")
         error = d.get("error")
         return cls(
-            feed_id=_int(d.get("feed_id"), "feed_id"),
-            poll_seq=_opt_int(d.get("poll_seq"), "poll_seq"),
+            feed_id=_count(d.get("feed_id"), "feed_id"),
+            poll_seq=_opt_count(d.get("poll_seq"), "poll_seq"),
             url=_str(d.get("url"), "url"),
             status=_opt_int(d.get("status"), "status"),
             headers=None if headers is None else _str_dict(headers, "headers"),
@@ -357,7 +374,7 @@ class PollResult:
             seconds=_opt_float(d.get("seconds"), "seconds"),
             worker=_opt_str(d.get("worker"), "worker"),
             name=_str(d.get("name", ""), "name"),
-            error_count=_int(d.get("error_count", 0), "error_count"),
+            error_count=_count(d.get("error_count", 0), "error_count"),
             last_error=_opt_str(d.get("last_error"), "last_error"),
             ttl_minutes=_opt_int(d.get("ttl_minutes"), "ttl_minutes"),
         )

@@ -25,6 +25,7 @@ in Redis for the next coordinator (their leases stay valid).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -39,6 +40,7 @@ from urllib.parse import urlsplit
 
 from aggregator.config import Settings
 from aggregator.daemon import STOP_GRACE, SUMMARY_BATCH, TICK, Daemon
+from aggregator.distributed import inbound, safe_url, scrub
 from aggregator.distributed.app import (
     EXTRACT_QUEUE,
     POLL_QUEUE,
@@ -66,6 +68,7 @@ SOON_EVERY = 1.0  # s at most between two dispatches asked for by results
 # second of CPU at 4,000 items); at once when nothing is left in flight.
 PUBLISH_EVERY = 10.0
 EXTRACT_COOLDOWN = 300.0  # s an item whose result wrote nothing is not sent again
+STORE_TRIES = 3  # a result whose write fails this many times in a row is dropped
 
 
 def lease_length(settings: Settings) -> timedelta:
@@ -109,6 +112,7 @@ class Coordinator(Daemon):
         self._held: list[Any] = []  # messages whose 304 waits in _not_modified
         self._not_modified: list[Any] = []
         self._last_flush = time.monotonic()
+        self._tries: dict[str, int] = {}  # message digest -> failed writes in a row
 
     # --- dispatch (the daemon's poll job) ----------------------------------------------
 
@@ -146,7 +150,7 @@ class Coordinator(Daemon):
             except OPMLError as e:
                 log.error("%s; polling the subscriptions already in the database", e)
         store.rewind_schedule(now)
-        swept = store.sweep_leases(now)
+        swept = store.sweep_leases(now, lease_length(settings))
         if swept:
             log.warning("%d leases ran out without a result: those feeds are due again", swept)
         leased = store.leased(now)
@@ -189,7 +193,8 @@ class Coordinator(Daemon):
                                    queue=POLL_QUEUE, routing_key=POLL_QUEUE)
                 sent += 1
         except Exception as e:  # noqa: BLE001 - the broker is away: give the claims back
-            log.error("cannot send tasks to %s: %s", self.broker, e)
+            log.error("cannot send tasks to %s: %s", safe_url(self.broker),
+                      scrub(str(e), self.broker))
         finally:
             unsent = [(f.id, f.poll_seq) for f in claimed[sent:]]
             if unsent:
@@ -261,7 +266,8 @@ class Coordinator(Daemon):
                                               "dispatch": token}, values],
                                        queue=EXTRACT_QUEUE, routing_key=EXTRACT_QUEUE)
                 except Exception as e:  # noqa: BLE001 - the broker is away: next time
-                    log.error("cannot send tasks to %s: %s", self.broker, e)
+                    log.error("cannot send tasks to %s: %s", safe_url(self.broker),
+                              scrub(str(e), self.broker))
                     break
                 if host:
                     hosts[host] += 1
@@ -284,7 +290,8 @@ class Coordinator(Daemon):
                             self.settings.visibility_timeout)) as conn:
                         with conn.Consumer([RESULTS], callbacks=[
                                 lambda body, message: self._on_message(store, body, message)],
-                                accept=["json"], prefetch_count=NOT_MODIFIED_BATCH * 2):
+                                accept=["json"], on_decode_error=self._on_decode_error,
+                                prefetch_count=NOT_MODIFIED_BATCH * 2):
                             while not self._results_stop.is_set():
                                 try:
                                     conn.drain_events(timeout=0.5)
@@ -303,18 +310,33 @@ class Coordinator(Daemon):
                         self._not_modified.clear()
                     if self._results_stop.is_set():
                         break
-                    log.warning("results: %s: %s; connecting again", type(e).__name__, e)
+                    log.warning("results: %s: %s; connecting again", type(e).__name__,
+                                scrub(str(e), self.broker))
                     self._results_stop.wait(1.0)
         finally:
             store.close()
 
+    def _on_decode_error(self, message: Any, e: Exception) -> None:
+        """A message that is not JSON (or not a content type we accept): dropped
+        once, with one line; left unacknowledged it would come back for ever and
+        stop every result behind it."""
+        log.error("results: a message that cannot be decoded dropped (%s): %s",
+                  getattr(message, "content_type", None) or "no content type",
+                  str(e)[:200])
+        try:
+            message.ack()
+        except Exception as e2:  # noqa: BLE001 - the connection went: it comes back, dropped again
+            log.debug("results: cannot acknowledge a dropped message", exc_info=e2)
+
     def _on_message(self, store: Store, body: Any, message: Any) -> None:
         kind = body.get("kind") if isinstance(body, dict) else None
+        kind = kind[:40] if isinstance(kind, str) else None
         try:
             with self._busy("results"):
                 if kind == "started":
-                    store.set_lease_holder(int(body["feed_id"]), int(body["poll_seq"]),
-                                           str(body["worker"])[:200],
+                    store.set_lease_holder(_count(body.get("feed_id")),
+                                           _count(body.get("poll_seq")),
+                                           inbound.holder(body.get("worker")),
                                            until=utcnow() + lease_length(self.settings))
                 elif kind == "poll":
                     if self._apply_poll(store, body["result"]):
@@ -325,32 +347,58 @@ class Coordinator(Daemon):
                 else:
                     log.error("results: a message of unknown kind %r dropped", kind)
         except StorageError as e:  # the write rolled back: the message comes back
-            log.error("results: not stored, tried again: %s", e)
-            self._results_stop.wait(0.5)
-            message.requeue()
-            return
+            if self._failed_write(message):
+                log.error("results: a %s message not stored, tried again: %s", kind, e)
+                self._results_stop.wait(0.5)
+                message.requeue()
+                return
+            # the same write failed STORE_TRIES times: a result the database refuses
+            # (not a locked file) would loop for ever; its lease runs out instead
+            log.error("results: a %s message not stored after %d tries, dropped: %s",
+                      kind, STORE_TRIES, e)
         except Exception as e:  # a bug, or a malformed message: dropped (its lease runs out)
             log.debug("results: cannot apply", exc_info=e)
             log.error("results: cannot apply a %s message: %s: %s", kind, type(e).__name__, e)
         if kind != "started":
             _fault_point("exit-after-commit")
+        self._tries.pop(_digest(message), None)
         message.ack()
         if self.watchdog:
             self.watchdog.progress("update pass")
+
+    def _failed_write(self, message: Any) -> bool:
+        """Count a failed write of this message; True while it may be tried again."""
+        key = _digest(message)
+        if len(self._tries) > 10_000:  # forgotten, not grown for ever
+            self._tries.clear()
+        self._tries[key] = n = self._tries.get(key, 0) + 1
+        if n >= STORE_TRIES:
+            del self._tries[key]
+            return False
+        return True
 
     def _apply_poll(self, store: Store, data: dict[str, Any]) -> bool:
         """Apply one PollResult; True when its write waits in the 304 batch."""
         from aggregator.update import apply_poll
         from aggregator.wire import PollResult
 
+        now = utcnow()
         result = PollResult.from_json(data)
+        if result.poll_seq is None:  # every task we send answers a claim: refuse the others
+            raise ValueError("wire: a poll result without a claim (poll_seq null)")
+        result = inbound.result(result, now)  # the worker's cleaning, once more
         before = len(self._not_modified)
-        outcome = apply_poll(store, result, policy(self.settings), utcnow(), self._rng,
+        outcome = apply_poll(store, result, policy(self.settings), now, self._rng,
                              self._not_modified)
         if outcome.result == "fenced":
             return False
         if outcome.moved_to:
-            _apply_moves(self.settings, store, [(outcome.url, outcome.moved_to)])
+            feed = store.feed(result.url)
+            if feed is None or feed.id != result.feed_id:  # a result naming another feed
+                log.error("feed %d: a move of %s, not its URL, ignored", result.feed_id,
+                          result.url[:200])
+            else:
+                _apply_moves(self.settings, store, [(outcome.url, outcome.moved_to)])
         with self._lock:
             self._applied += 1
             self._failed += outcome.result in ("error", "gone")
@@ -365,7 +413,7 @@ class Coordinator(Daemon):
     def _apply_extract(self, store: Store, body: dict[str, Any]) -> None:
         from aggregator.stages.summaries import ArticleWork, apply_article
 
-        work = ArticleWork.from_json(body["result"])
+        work = ArticleWork.from_json(inbound.article_work(body.get("result")))
         wrote = apply_article(store, work, self.settings, utcnow())
         with self._lock:
             held = self._extracting.get(work.item_id)
@@ -448,18 +496,23 @@ class Coordinator(Daemon):
         super()._shutdown()
 
 
+def _count(value: Any) -> int:
+    """An id or claim number from a message: an int from 0 to SQLite's largest."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise ValueError(f"wire: bad number {value!r:.40}")
+    return value
+
+
+def _digest(message: Any) -> str:
+    body = getattr(message, "body", b"")
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(body if isinstance(body, bytes) else repr(body).encode()).hexdigest()
+
+
 def _safe_url(url: str) -> str:
     """The broker's URL without its password, for the log."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(an invalid URL)"
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}"
-        if parts.port:
-            netloc += f":{parts.port}"
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    return safe_url(url)
 
 
 def _fault_point(name: str) -> None:

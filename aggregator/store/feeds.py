@@ -131,20 +131,25 @@ class FeedsMixin:
         where, args = _due_where(now, all_feeds, early, min_gap)
         where += " AND (lease_until IS NULL OR lease_until <= ?)"
         args += (iso(now),)
+        # ids go in chunks far under SQLite's variable limit (32766), one transaction
+        chunks: list[tuple[int, ...]] = [()]
         if ids is not None:
-            if len(ids) > 30000:  # far under SQLite's variable limit (32766)
-                raise ValueError("claim_due: at most 30000 ids at once")
-            where += f" AND id IN ({','.join('?' * len(ids))})"
-            args += tuple(int(i) for i in ids)
-        tail = ""
-        if limit is not None:
-            tail = " LIMIT ?"
-            args += (max(0, int(limit)),)
-        sql = (f"UPDATE feeds SET lease_until = ?, lease_holder = ?, poll_seq = poll_seq + 1 "
-               f"WHERE id IN (SELECT id FROM feeds WHERE {where} ORDER BY next_fetch{tail}) "
-               f"RETURNING {_FEED_COLUMNS}")
+            where += " AND id IN ({})"
+            unique = tuple(dict.fromkeys(int(i) for i in ids))
+            chunks = [unique[i:i + _IDS_CHUNK] for i in range(0, len(unique), _IDS_CHUNK)]
+        rows: list[Any] = []
         with self.transaction() as c:
-            rows = c.execute(sql, (iso(now + lease), holder, *args)).fetchall()
+            for chunk in chunks:
+                left = None if limit is None else max(0, int(limit)) - len(rows)
+                if left is not None and left <= 0:
+                    break
+                tail = "" if left is None else " LIMIT ?"
+                sql = ("UPDATE feeds SET lease_until = ?, lease_holder = ?, "
+                       "poll_seq = poll_seq + 1 WHERE id IN (SELECT id FROM feeds WHERE "
+                       f"{where.format(','.join('?' * len(chunk)))} ORDER BY next_fetch{tail}) "
+                       f"RETURNING {_FEED_COLUMNS}")
+                rows += c.execute(sql, (iso(now + lease), holder, *args, *chunk,
+                                        *(() if left is None else (left,)))).fetchall()
         feeds = [_feed(r) for r in rows]
         # SQLite sorts NULL first, as the ORDER BY of due_feeds does
         feeds.sort(key=lambda f: (f.next_fetch is not None,
@@ -164,12 +169,19 @@ class FeedsMixin:
                 (holder, iso(until), feed_id, poll_seq))
         return cur.rowcount > 0
 
-    def sweep_leases(self, now: datetime) -> int:
+    def sweep_leases(self, now: datetime, longest: timedelta | None = None) -> int:
         """Clear the leases that ran out: those feeds are due again, and the next
-        claim bumps their poll_seq, so a late result of the old claim is fenced off."""
+        claim bumps their poll_seq, so a late result of the old claim is fenced off.
+        ``longest`` (the lease length): a lease ending later than ``now + longest``
+        was taken before the clock went back; it is cut to end then (the claim stays
+        open, its result still counts) instead of holding the feed for as long as
+        the clock jumped. Returns how many leases were cleared."""
         with self.transaction() as c:
             cur = c.execute("UPDATE feeds SET lease_until = NULL, lease_holder = NULL "
                             "WHERE lease_until IS NOT NULL AND lease_until <= ?", (iso(now),))
+            if longest is not None:
+                c.execute("UPDATE feeds SET lease_until = ? WHERE lease_until IS NOT NULL "
+                          "AND lease_until > ?", (iso(now + longest),) * 2)
         return cur.rowcount
 
     def release_leases(self, holder_prefix: str, *, exact: bool = False) -> int:
@@ -307,6 +319,9 @@ class FeedsMixin:
 # A 304 to write: (feed id, when, status, next fetch, headers[, poll_seq]).
 NotModifiedRow = (tuple[int, datetime, int, datetime, dict[str, str]]
                   | tuple[int, datetime, int, datetime, dict[str, str], int | None])
+
+_IDS_CHUNK = 10_000  # ids bound in one statement of claim_due
+
 
 def _due_where(now: datetime, all_feeds: bool, early: timedelta,
                min_gap: timedelta) -> tuple[str, tuple[Any, ...]]:
