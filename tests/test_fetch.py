@@ -262,3 +262,58 @@ def test_deadline_cuts_a_slow_exchange() -> None:
         with pytest.raises(NetworkError, match="timed out"):
             fetcher.get(server.url(), trusted=own(server))
         assert time.monotonic() - start < 2.0
+
+
+# --- TLS: the CA bundle is read at the first handshake, not at start-up --------------
+
+
+def test_tls_context_verifies_as_httpx_default_and_loads_the_ca_bundle_when_first_used(
+) -> None:
+    """A pass over plain-http feeds (or one of 304s) never reads the CA bundle
+    (25-35 ms); the context still requires certificates and checks host
+    names, with certifi's bundle, as httpx's default does."""
+    import ssl
+
+    import certifi
+
+    with Fetcher(FAST) as fetcher:
+        ctx = fetcher._client._transport._pool._ssl_context  # type: ignore[attr-defined]
+        assert isinstance(ctx, ssl.SSLContext)
+        assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+        default = ssl.create_default_context(cafile=certifi.where())
+        assert (ctx.protocol, ctx.options, ctx.minimum_version) == \
+            (default.protocol, default.options, default.minimum_version)
+        assert ctx.cert_store_stats()["x509_ca"] == 0  # not read yet
+        ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="example.org")
+        assert ctx.cert_store_stats() == default.cert_store_stats()
+
+
+def test_an_https_fetch_reads_the_ca_bundle_before_its_handshake() -> None:
+    """The real path: httpcore's start_tls wraps the socket with our context,
+    which loads the CA bundle first; a server that speaks no TLS fails the
+    fetch as a NetworkError."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # not TLS
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with Fetcher(FAST) as fetcher:
+            ctx = fetcher._client._transport._pool._ssl_context  # type: ignore[attr-defined]
+            with pytest.raises(NetworkError):
+                fetcher.get(f"https://127.0.0.1:{port}/feed.xml",
+                            trusted=trusted_origin(f"https://127.0.0.1:{port}/feed.xml"))
+            assert ctx.cert_store_stats()["x509_ca"] > 0
+    finally:
+        t.join(5)
+        listener.close()
