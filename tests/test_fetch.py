@@ -11,6 +11,7 @@ test would fail on the error's type without hanging.
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
 import time
 
@@ -292,8 +293,6 @@ def test_an_https_fetch_reads_the_ca_bundle_before_its_handshake() -> None:
     """The real path: httpcore's start_tls wraps the socket with our context,
     which loads the CA bundle first; a server that speaks no TLS fails the
     fetch as a NetworkError."""
-    import socket
-
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -317,3 +316,33 @@ def test_an_https_fetch_reads_the_ca_bundle_before_its_handshake() -> None:
     finally:
         t.join(5)
         listener.close()
+
+
+# --- the request on the wire (Fetcher._exchange sends on the transport itself) -------
+
+
+def test_a_conditional_get_sends_the_headers_httpx_client_sent() -> None:
+    """The same request head as httpx.Client.stream made, header for header."""
+    with RawServer(answers(FEED)) as server, Fetcher(FAST) as fetcher:
+        url = server.url()
+        fetcher.get(url, etag='"v1"', last_modified="Tue, 01 Dec 2026 00:00:00 GMT",
+                    trusted=own(server))
+        lines = server.requests[0].decode("latin-1").split("\r\n")
+    assert lines[:8] == [
+        "GET /feed.xml HTTP/1.1", f"Host: 127.0.0.1:{server.port}", "Connection: keep-alive",
+        "User-Agent: t", "Accept-Encoding: gzip, deflate", f"Accept: {fetch.FEED_ACCEPT}",
+        'If-None-Match: "v1"', "If-Modified-Since: Tue, 01 Dec 2026 00:00:00 GMT"]
+    assert lines[8:] == ["", ""]
+
+
+def test_a_cookie_a_server_sets_goes_back_to_it_as_the_client_did() -> None:
+    def handler(server: RawServer, conn: socket.socket, _: bytes) -> None:
+        conn.sendall(head(headers=[("Content-Length", str(len(FEED))),
+                                   ("Set-Cookie", "s=1; Path=/")]) + FEED)
+
+    with RawServer(handler) as server, Fetcher(FAST) as fetcher:
+        url = server.url()
+        fetcher.get(url, trusted=own(server))
+        fetcher.get(url, trusted=own(server))
+    assert b"\r\nCookie: " not in server.requests[0]
+    assert b"\r\nCookie: s=1\r\n" in server.requests[1]
