@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aggregator import offload, workers
@@ -46,6 +47,38 @@ def _parse_pool(due: int, processes: int,
         yield pool
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def parse_preload(summaries: bool) -> tuple[str, ...]:
+    """What the forkserver imports for a pass (run_pass's choice): the parser, and
+    the summaries' modules when summaries follow (their pool shares the server)."""
+    return ("aggregator.parse", *(offload.PRELOAD if summaries else ()))
+
+
+def prestart_parsers(feeds_file: Path, fetched: int, processes: int,
+                     preload: Sequence[str]) -> bool:
+    """Start the parse pool's forkserver now, while this process still opens the
+    database and syncs the subscriptions, when the pass is sure to parse: at
+    least PARSE_POOL_MIN_FEEDS subscriptions more than the feeds fetched before
+    (``fetched``), i.e. new ones, whose first answer is a body. Booting the
+    server (an interpreter importing the parser, ~0.2 s) otherwise waits for
+    the first body, with every fetch thread waiting behind it. A pass of
+    known feeds (a poll of 304s) starts nothing. The pool the pass makes later
+    uses this server (multiprocessing keeps one per process)."""
+    if _pool_size(processes) < 1:
+        return False
+    try:  # a cheap count, not a parse: only a guess of how many are new
+        outlines = feeds_file.read_bytes().lower().count(b"xmlurl")
+    except OSError:
+        return False
+    if outlines - fetched < PARSE_POOL_MIN_FEEDS:
+        return False
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
+    forkserver.ensure_running()
+    return True
 
 
 SUMMARY_POOL_MIN_ITEMS = 50  # a first batch this full: summaries made on the other cores

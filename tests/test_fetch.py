@@ -11,6 +11,7 @@ test would fail on the error's type without hanging.
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
 import time
 
@@ -262,3 +263,86 @@ def test_deadline_cuts_a_slow_exchange() -> None:
         with pytest.raises(NetworkError, match="timed out"):
             fetcher.get(server.url(), trusted=own(server))
         assert time.monotonic() - start < 2.0
+
+
+# --- TLS: the CA bundle is read at the first handshake, not at start-up --------------
+
+
+def test_tls_context_verifies_as_httpx_default_and_loads_the_ca_bundle_when_first_used(
+) -> None:
+    """A pass over plain-http feeds (or one of 304s) never reads the CA bundle
+    (25-35 ms); the context still requires certificates and checks host
+    names, with certifi's bundle, as httpx's default does."""
+    import ssl
+
+    import certifi
+
+    with Fetcher(FAST) as fetcher:
+        ctx = fetcher._client._transport._pool._ssl_context  # type: ignore[attr-defined]
+        assert isinstance(ctx, ssl.SSLContext)
+        assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+        default = ssl.create_default_context(cafile=certifi.where())
+        assert (ctx.protocol, ctx.options, ctx.minimum_version) == \
+            (default.protocol, default.options, default.minimum_version)
+        assert ctx.cert_store_stats()["x509_ca"] == 0  # not read yet
+        ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="example.org")
+        assert ctx.cert_store_stats() == default.cert_store_stats()
+
+
+def test_an_https_fetch_reads_the_ca_bundle_before_its_handshake() -> None:
+    """The real path: httpcore's start_tls wraps the socket with our context,
+    which loads the CA bundle first; a server that speaks no TLS fails the
+    fetch as a NetworkError."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # not TLS
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with Fetcher(FAST) as fetcher:
+            ctx = fetcher._client._transport._pool._ssl_context  # type: ignore[attr-defined]
+            with pytest.raises(NetworkError):
+                fetcher.get(f"https://127.0.0.1:{port}/feed.xml",
+                            trusted=trusted_origin(f"https://127.0.0.1:{port}/feed.xml"))
+            assert ctx.cert_store_stats()["x509_ca"] > 0
+    finally:
+        t.join(5)
+        listener.close()
+
+
+# --- the request on the wire (Fetcher._exchange sends on the transport itself) -------
+
+
+def test_a_conditional_get_sends_the_headers_httpx_client_sent() -> None:
+    """The same request head as httpx.Client.stream made, header for header."""
+    with RawServer(answers(FEED)) as server, Fetcher(FAST) as fetcher:
+        url = server.url()
+        fetcher.get(url, etag='"v1"', last_modified="Tue, 01 Dec 2026 00:00:00 GMT",
+                    trusted=own(server))
+        lines = server.requests[0].decode("latin-1").split("\r\n")
+    assert lines[:8] == [
+        "GET /feed.xml HTTP/1.1", f"Host: 127.0.0.1:{server.port}", "Connection: keep-alive",
+        "User-Agent: t", "Accept-Encoding: gzip, deflate", f"Accept: {fetch.FEED_ACCEPT}",
+        'If-None-Match: "v1"', "If-Modified-Since: Tue, 01 Dec 2026 00:00:00 GMT"]
+    assert lines[8:] == ["", ""]
+
+
+def test_a_cookie_a_server_sets_goes_back_to_it_as_the_client_did() -> None:
+    def handler(server: RawServer, conn: socket.socket, _: bytes) -> None:
+        conn.sendall(head(headers=[("Content-Length", str(len(FEED))),
+                                   ("Set-Cookie", "s=1; Path=/")]) + FEED)
+
+    with RawServer(handler) as server, Fetcher(FAST) as fetcher:
+        url = server.url()
+        fetcher.get(url, trusted=own(server))
+        fetcher.get(url, trusted=own(server))
+    assert b"\r\nCookie: " not in server.requests[0]
+    assert b"\r\nCookie: s=1\r\n" in server.requests[1]

@@ -26,6 +26,7 @@ log = logging.getLogger("aggregator")
 
 
 def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
+    from aggregator.pools import parse_preload, prestart_parsers
     from aggregator.stages.summaries import summarize_pending
     from aggregator.store import Store
     from aggregator.update import make_fetcher, poll_slack, publish_now, run_pass
@@ -35,6 +36,8 @@ def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
     show = _Progress(sys.stdout) if sys.stdout.isatty() and not verbose else None
     with Store(settings.db) as store, make_fetcher(settings) as fetcher, \
             _ProgressBeforeLogs(show):
+        prestart_parsers(settings.feeds, store.fetched_feed_count(), settings.parse_processes,
+                         parse_preload(settings.summaries))
         result = run_pass(settings, store, fetcher, all_feeds=args.all,
                           early=poll_slack(settings),
                           progress=show.step if show else None,

@@ -156,6 +156,12 @@ class Store(FeedsMixin, ItemsMixin, StoriesMixin, RetentionMixin, MediaMixin, Me
                 raise StorageError(f"cannot write database {self.path}: {e}") from e
             raise
 
+    def fetched_feed_count(self) -> int:
+        """Active feeds with a stored document (fetched at least once)."""
+        return int(self.conn.execute(
+            "SELECT count(*) FROM feeds WHERE active = 1 AND body_hash IS NOT NULL"
+        ).fetchone()[0])
+
     # --- health ------------------------------------------------------------------
 
     def ping(self) -> bool:
