@@ -168,6 +168,19 @@ class Redis:
         return out
 
 
+def redis_server(tmp_path: Path) -> Iterator[str]:
+    """A fixture body: a redis-server of our own for one test, its URL (the
+    tests that need no kill or restart use this)."""
+    import pytest
+
+    pytest.importorskip("celery", reason="the distributed extra is not installed")
+    server = Redis(tmp_path / "redis").start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 def _read_reply(reader: Any) -> Any:
     line = reader.readline()
     if not line:

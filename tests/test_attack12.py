@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,50 +23,17 @@ import pytest
 from aggregator.store import Store
 from aggregator.types import Subscription
 from tests.hostile_servers import assert_no_script, settings_for, write_opml
+from tests.redis_harness import REDIS_SERVER, free_port, redis_server
 
 ROOT = Path(__file__).resolve().parents[1]
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-HAVE_REDIS = Path(REDIS_SERVER).exists()
-needs_redis = pytest.mark.skipif(not HAVE_REDIS,
+needs_redis = pytest.mark.skipif(REDIS_SERVER is None,
                                  reason="redis-server is not installed (.ci/run installs it)")
 URLS = ["http://127.0.0.1:9/a.xml", "http://127.0.0.1:9/b.xml"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    pytest.importorskip("celery", reason="the distributed extra is not installed")
-    import redis
-
-    port = _free_port()
-    data = tmp_path / "redis"
-    data.mkdir()
-    proc = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "yes", "--dir", str(data)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("redis-server did not start") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(10)
+    yield from redis_server(tmp_path)
 
 
 class Consumer:
@@ -380,7 +345,7 @@ def test_a_broker_password_never_shows_and_a_wrong_scheme_is_refused(
 def test_an_unreachable_broker_is_a_clear_error_at_start(tmp_path: Path,
                                                          command: list[str]) -> None:
     pytest.importorskip("celery", reason="the distributed extra is not installed")
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     proc = _cli(tmp_path, *command, "--broker", f"redis://:s3cret@127.0.0.1:{port}/0",
                 timeout=60)
     assert proc.returncode == 1, proc.stderr

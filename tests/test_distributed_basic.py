@@ -8,9 +8,7 @@ the published files written; SIGTERM stops all three cleanly (exit 0)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,49 +20,17 @@ from pathlib import Path
 import pytest
 
 from bench.farm import Farm
+from tests.redis_harness import REDIS_SERVER, redis_server
 
 ROOT = Path(__file__).resolve().parents[1]
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 pytestmark = pytest.mark.skipif(
-    not Path(REDIS_SERVER).exists(), reason="redis-server is not installed (.ci/run installs it)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    REDIS_SERVER is None, reason="redis-server is not installed (.ci/run installs it)")
 
 
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    pytest.importorskip("celery", reason="the distributed extra is not installed")
-    import redis
-
-    port = _free_port()
-    data = tmp_path / "redis"
-    data.mkdir()
-    proc = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "yes", "--dir", str(data), "--protected-mode", "yes"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("redis-server did not start") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(10)
+    yield from redis_server(tmp_path)
 
 
 def _env(**settings: object) -> dict[str, str]:
