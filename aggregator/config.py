@@ -14,7 +14,7 @@ import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,12 @@ class Settings:
     broker: str = ""
     max_in_flight: int = 200
     visibility_timeout: float = 600.0
+    # the secret the coordinator signs its tasks with and the workers their results
+    # (HMAC-SHA256, distributed/signing.py): the same on every machine, or read from
+    # task_key_file (a systemd credential). Empty: nothing is signed (a warning at start).
+    # Never logged nor shown (repr=False).
+    task_key: str = field(default="", repr=False)
+    task_key_file: Path | None = None
     # logging
     log_level: str = "INFO"
 
@@ -99,8 +105,12 @@ class Settings:
 _FIELDS = {f.name: f for f in fields(Settings)}
 
 
+_PATH_OR_NONE = frozenset({"task_key_file"})
+MIN_TASK_KEY = 16  # characters a task_key has at least
+
+
 def _coerce(name: str, value: Any, source: str) -> Any:
-    kind = type(getattr(Settings(), name))
+    kind = Path if name in _PATH_OR_NONE else type(getattr(Settings(), name))
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -185,6 +195,10 @@ def _check(settings: Settings) -> Settings:
 
         if (problem := hub_problem(settings.websub_hub.strip())) is not None:
             problems.append(problem)
+    if settings.task_key and (len(settings.task_key) < MIN_TASK_KEY
+                              or settings.task_key != settings.task_key.strip()):
+        problems.append(f"task_key must be at least {MIN_TASK_KEY} characters, without "
+                        "spaces around it (e.g. the output of: openssl rand -hex 32)")
     try:
         Guard.parse(settings.allow_private)
     except ValueError as e:
@@ -291,4 +305,26 @@ def load(
             if name not in _FIELDS:
                 raise ConfigError(f"unknown setting: {name}{_did_you_mean(name)}")
             values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+    if values.get("task_key_file") is not None:
+        if values.get("task_key"):
+            raise ConfigError("set task_key or task_key_file, not both")
+        values["task_key"] = read_key_file(values["task_key_file"])
     return _check(Settings(**values))
+
+
+def read_key_file(path: Path) -> str:
+    """The task key in ``path`` (one line, spaces around it dropped); an empty file
+    is no key. Errors name the file, never what it holds."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(4096)
+    except OSError as e:
+        raise ConfigError(f"cannot read task_key_file {path}: {e.strerror}") from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"task_key_file {path}: not UTF-8 text") from None
+    key = text.strip()
+    if len(key.splitlines()) > 1:
+        raise ConfigError(f"task_key_file {path}: more than one line")
+    return key

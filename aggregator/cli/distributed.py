@@ -73,4 +73,4 @@ def cmd_worker(args: argparse.Namespace, settings: config.Settings) -> int:
         raise ConfigError("--concurrency must be at least 1")
     return run_worker(broker, args.role, concurrency=args.concurrency,
                       visibility_timeout=settings.visibility_timeout,
-                      log_level=settings.log_level)
+                      log_level=settings.log_level, task_key=settings.task_key)

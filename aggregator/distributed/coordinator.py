@@ -11,6 +11,10 @@ Celery workers. It is the only writer of the SQLite file.
         tasks (an in-memory lease per item, per-host for article pages); the results
         thread applies them (``stages.summaries.apply_article``)
 
+With a ``task_key`` (read at start; a reload keeps the running one) every task
+goes out signed (a third argument) and a result is applied only when its ``sig``
+is good: one warning line for each other message, acknowledged and dropped.
+
 Everything else (notify, watchdog, reload, serve, publish, stories, prune) is the
 daemon's. Work in flight is the leases in the database, so a restarted coordinator
 knows it (``leased``) without asking the broker; nothing is released at start.
@@ -40,14 +44,20 @@ from urllib.parse import urlsplit
 
 from aggregator.config import Settings
 from aggregator.daemon import STOP_GRACE, SUMMARY_BATCH, TICK, Daemon
-from aggregator.distributed import inbound, safe_url, scrub
+from aggregator.distributed import inbound, safe_url, scrub, signing
 from aggregator.distributed.app import (
     EXTRACT_QUEUE,
     POLL_QUEUE,
     make_app,
     transport_options,
 )
-from aggregator.distributed.tasks import RESULTS, worker_settings
+from aggregator.distributed.tasks import (
+    RESULTS,
+    UNSIGNED,
+    log_id,
+    task_payload,
+    worker_settings,
+)
 from aggregator.errors import AggregatorError, OPMLError, StorageError
 from aggregator.store import Store
 from aggregator.update import (
@@ -87,6 +97,7 @@ class Coordinator(Daemon):
                  flags: dict[str, Any] | None = None, tick: float = TICK) -> None:
         super().__init__(settings, config_file=config_file, flags=flags, tick=tick)
         self.broker = broker
+        self._key = settings.task_key  # a reload keeps it: the workers hold the same
         self.app = make_app(broker, visibility_timeout=settings.visibility_timeout)
         if lease_length(settings).total_seconds() <= settings.visibility_timeout:
             log.warning("lease_seconds (%g) is not longer than visibility_timeout (%g): a lost "
@@ -189,7 +200,8 @@ class Coordinator(Daemon):
                 if self._stop.is_set():
                     break
                 task = PollTask.from_row(feed, known=store.known_items(feed.id))
-                self.app.send_task("aggregator.poll", args=[task.to_json(), limits],
+                self.app.send_task("aggregator.poll",
+                                   args=self._args("task:poll", task.to_json(), limits),
                                    queue=POLL_QUEUE, routing_key=POLL_QUEUE)
                 sent += 1
         except Exception as e:  # noqa: BLE001 - the broker is away: give the claims back
@@ -204,6 +216,12 @@ class Coordinator(Daemon):
                 self._in_flight = len(leased) + sent
             log.debug("dispatched %d feeds (%d in flight)", sent, len(leased) + sent)
         return sent
+
+    def _args(self, purpose: str, task: dict[str, Any], values: dict[str, Any]) -> list[Any]:
+        """A task's arguments: signed with the task key (a third one) when there is one."""
+        if not self._key:
+            return [task, values]
+        return [task, values, signing.sign(self._key, purpose, task_payload(task, values))]
 
     def _after_results(self, store: Store) -> None:
         """What the daemon does after a pass, for the results applied since the
@@ -261,9 +279,9 @@ class Coordinator(Daemon):
                     continue
                 token = uuid.uuid4().hex
                 try:
+                    task = {"v": 1, "item": item_to_json(item), "dispatch": token}
                     self.app.send_task("aggregator.extract",
-                                       args=[{"v": 1, "item": item_to_json(item),
-                                              "dispatch": token}, values],
+                                       args=self._args("task:extract", task, values),
                                        queue=EXTRACT_QUEUE, routing_key=EXTRACT_QUEUE)
                 except Exception as e:  # noqa: BLE001 - the broker is away: next time
                     log.error("cannot send tasks to %s: %s", safe_url(self.broker),
@@ -329,6 +347,10 @@ class Coordinator(Daemon):
             log.debug("results: cannot acknowledge a dropped message", exc_info=e2)
 
     def _on_message(self, store: Store, body: Any, message: Any) -> None:
+        if self._key and not signing.verify_body(self._key, body):
+            self._unsigned(body)
+            message.ack()
+            return
         kind = body.get("kind") if isinstance(body, dict) else None
         kind = kind[:40] if isinstance(kind, str) else None
         try:
@@ -365,6 +387,19 @@ class Coordinator(Daemon):
         message.ack()
         if self.watchdog:
             self.watchdog.progress("update pass")
+
+    def _unsigned(self, body: Any) -> None:
+        """One line for a message whose signature is missing or wrong: its kind and
+        feed or item id when they are plain, nothing else of it."""
+        d = body if isinstance(body, dict) else {}
+        kind = d.get("kind") if d.get("kind") in ("started", "poll", "extract") else "?"
+        inner = d.get("result") if isinstance(d.get("result"), dict) else {}
+        if kind == "extract":
+            what = f"item {log_id(inner.get('item_id'))}"
+        else:
+            what = f"feed {log_id(d.get('feed_id') if kind == 'started' else inner.get('feed_id'))}"
+        log.warning("results: a %s message for %s with a %s signature dropped", kind, what,
+                    "missing" if d.get("sig") is None else "bad")
 
     def _failed_write(self, message: Any) -> bool:
         """Count a failed write of this message; True while it may be tried again."""
@@ -475,8 +510,11 @@ class Coordinator(Daemon):
         self._results_thread = threading.Thread(target=self._consume, name="results",
                                                 daemon=True)
         self._results_thread.start()
-        log.info("coordinator: broker %s, at most %d tasks in flight",
-                 _safe_url(self.broker), self.settings.max_in_flight)
+        log.info("coordinator: broker %s, at most %d tasks in flight, tasks %s",
+                 _safe_url(self.broker), self.settings.max_in_flight,
+                 "signed" if self._key else "not signed")
+        if not self._key:
+            log.warning(UNSIGNED)
         return super().run()
 
     def _shutdown(self) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
+from aggregator.distributed import signing
 from aggregator.distributed.app import RESULTS_QUEUE
 
 log = logging.getLogger("aggregator.worker")
@@ -106,9 +107,45 @@ def deliveries(app: Celery, key: str) -> int:
         return 1
 
 
+UNSIGNED = ("tasks are not signed: set task_key (or task_key_file) to the same secret on "
+            "the coordinator and every worker, or anyone who can write to the broker can "
+            "make the workers fetch any address")
+
+
+def task_payload(task_json: Any, values: Any) -> dict[str, Any]:
+    """What a task's signature covers: the task and the settings sent with it."""
+    return {"task": task_json, "settings": values}
+
+
+def log_id(value: Any) -> str:
+    """An id from an unverified task for the log: a number, or "?"."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+    return str(value) if ok else "?"
+
+
+def accepted(key: str, purpose: str, task_json: Any, values: Any, sig: Any) -> bool:
+    """The task may be done: no key (nothing is signed), or its signature is good.
+    A bad one is one warning naming the feed or item id, no other content."""
+    if not key or signing.verify(key, purpose, task_payload(task_json, values), sig):
+        return True
+    t = task_json if isinstance(task_json, dict) else {}
+    if purpose == "task:poll":
+        what = f"feed {log_id(t.get('feed_id'))}"
+    else:
+        item = t.get("item")
+        what = f"item {log_id(item.get('id') if isinstance(item, dict) else None)}"
+    log.warning("%s: a %s task with a %s signature dropped, nothing fetched", what,
+                purpose[5:], "missing" if sig is None else "bad")
+    return False
+
+
 def publish(app: Celery, body: dict[str, Any]) -> None:
     """One message on the results queue, persistent, retried while Redis is away
-    (the task's own message stays unacknowledged meanwhile)."""
+    (the task's own message stays unacknowledged meanwhile); signed with the
+    app's task key when it has one."""
+    key = getattr(app, "aggregator_task_key", "")
+    if key:
+        body = signing.signed_body(key, body)
     with app.producer_or_acquire() as producer:
         producer.publish(body, exchange=RESULTS_EXCHANGE, routing_key=RESULTS_QUEUE,
                          serializer="json", delivery_mode=2, declare=[RESULTS],
@@ -167,13 +204,19 @@ def run_extract(app: Celery, task_json: dict[str, Any], settings_json: dict[str,
     return body
 
 
-def register(app: Celery) -> None:
-    """The tasks, by the names the coordinator sends."""
+def register(app: Celery, key: str = "") -> None:
+    """The tasks, by the names the coordinator sends; with ``key``, only signed
+    tasks are done and every message sent back is signed."""
+    app.aggregator_task_key = key  # type: ignore[attr-defined]
 
     @app.task(name="aggregator.poll", bind=True)
-    def poll(self: Any, task_json: dict[str, Any], limits_json: dict[str, Any]) -> None:
-        run_poll(self.app, task_json, limits_json, self.request.hostname)
+    def poll(self: Any, task_json: dict[str, Any], limits_json: dict[str, Any],
+             sig: str | None = None) -> None:
+        if accepted(key, "task:poll", task_json, limits_json, sig):
+            run_poll(self.app, task_json, limits_json, self.request.hostname)
 
     @app.task(name="aggregator.extract", bind=True)
-    def extract(self: Any, task_json: dict[str, Any], settings_json: dict[str, Any]) -> None:
-        run_extract(self.app, task_json, settings_json, self.request.hostname)
+    def extract(self: Any, task_json: dict[str, Any], settings_json: dict[str, Any],
+                sig: str | None = None) -> None:
+        if accepted(key, "task:extract", task_json, settings_json, sig):
+            run_extract(self.app, task_json, settings_json, self.request.hostname)

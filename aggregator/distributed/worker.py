@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from aggregator.distributed.app import QUEUES, make_app
-from aggregator.distributed.tasks import register
+from aggregator.distributed.tasks import UNSIGNED, register
 
 log = logging.getLogger("aggregator.worker")
 
@@ -30,12 +30,15 @@ def default_concurrency(role: str) -> int:
 
 
 def run_worker(broker: str, role: str, *, concurrency: int | None, visibility_timeout: float,
-               log_level: str = "INFO") -> int:
-    """Run the worker until it is stopped; its exit status."""
+               log_level: str = "INFO", task_key: str = "") -> int:
+    """Run the worker until it is stopped; its exit status. With ``task_key`` it
+    does only the tasks signed with it and signs what it sends back."""
     from celery.signals import worker_ready
 
     app = make_app(broker, visibility_timeout=visibility_timeout)
-    register(app)
+    register(app, task_key)
+    if not task_key:
+        log.warning(UNSIGNED)
     queue = QUEUES[role]
     n = concurrency or default_concurrency(role)
 
