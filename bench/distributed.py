@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -289,8 +290,10 @@ def watch(db: Path, expected: int, trees: Sequence[Tree], start: float,
 
 
 def _env(args: argparse.Namespace) -> dict[str, str]:
-    """The same settings for every mode: the defaults but for the HTTP server."""
-    return bench_env(workers=args.fetchers, per_host=args.per_host, serve=False)
+    """The same settings for every mode: the defaults but for the HTTP server, and one
+    task key for the coordinator and its workers (signed, as a deployment should be)."""
+    return bench_env(workers=args.fetchers, per_host=args.per_host, serve=False,
+                     task_key=secrets.token_hex(32))
 
 
 def _rates(polls: int, summaries: int, wall: float, cpu: dict[str, float],

@@ -278,12 +278,14 @@ def toml_value(v: Any) -> str:
 
 # Settings of every test cluster: short leases and visibility timeout, a fast
 # dispatch tick (min_interval 0.1 min -> the daemon looks every 1.5 s), nothing
-# served, no jitter.
+# served, no jitter, tasks and results signed.
 BASE_SETTINGS: dict[str, Any] = {
     "interval": 30, "min_interval": 0.1, "jitter": 0.0, "serve": False, "port": 0,
     "connect_timeout": 5.0, "timeout": 20.0, "per_host": 20, "workers": 8,
     "fetch_articles": False, "summaries": False, "stories": False,
     "lease_seconds": 30, "visibility_timeout": 6, "max_in_flight": 200,
+    # the coordinator and every worker read the same file: the suite runs signed
+    "task_key": "test-cluster-key-\u00e9-0123456789",
 }
 
 

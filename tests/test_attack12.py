@@ -40,13 +40,13 @@ class Consumer:
     """A Coordinator's results thread on a real Redis and a real database with two
     claimed feeds (poll_seq 1), without the rest of the daemon."""
 
-    def __init__(self, tmp_path: Path, url: str) -> None:
+    def __init__(self, tmp_path: Path, url: str, **settings: Any) -> None:
         from aggregator.distributed.coordinator import Coordinator
         from aggregator.update import sync_subscriptions, utcnow
 
         self.url = url
         self.settings = settings_for(tmp_path, broker=url, visibility_timeout=2.0,
-                                     lease_seconds=60.0)
+                                     lease_seconds=60.0, **settings)
         write_opml(self.settings, URLS)
         self.coordinator = Coordinator(self.settings, broker=url)
         with Store(self.settings.db) as store:

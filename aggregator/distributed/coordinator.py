@@ -398,7 +398,7 @@ class Coordinator(Daemon):
             what = f"item {log_id(inner.get('item_id'))}"
         else:
             what = f"feed {log_id(d.get('feed_id') if kind == 'started' else inner.get('feed_id'))}"
-        log.warning("results: a %s message for %s with a %s signature dropped", kind, what,
+        log.warning("results: %s message for %s with a %s signature dropped", kind, what,
                     "missing" if d.get("sig") is None else "bad")
 
     def _failed_write(self, message: Any) -> bool:

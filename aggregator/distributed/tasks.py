@@ -134,7 +134,7 @@ def accepted(key: str, purpose: str, task_json: Any, values: Any, sig: Any) -> b
     else:
         item = t.get("item")
         what = f"item {log_id(item.get('id') if isinstance(item, dict) else None)}"
-    log.warning("%s: a %s task with a %s signature dropped, nothing fetched", what,
+    log.warning("%s: %s task with a %s signature dropped, nothing fetched", what,
                 purpose[5:], "missing" if sig is None else "bad")
     return False
 
