@@ -175,3 +175,5 @@ def test_coordinator_and_workers_store_every_item_once(tmp_path: Path, redis_url
         assert procs.stop("poll") == 0, procs.logs()
         assert procs.stop("extract") == 0, procs.logs()
         assert "Traceback" not in procs.logs()
+        # no task_key here: unsigned, as before signing, and each process says so once
+        assert all(procs.log(n).count("tasks are not signed") == 1 for n in procs.procs)
