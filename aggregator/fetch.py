@@ -454,18 +454,26 @@ def _decode(raw: Iterable[bytes], codings: list[str], cap: int) -> Iterator[byte
 
 class _LazyTLSContext(ssl.SSLContext):
     """What httpx's default verification builds (``ssl.create_default_context``
-    with certifi's CA bundle: certificates required, host names checked), except
-    that the CA bundle is read at the first TLS handshake instead of when the
-    client is made. Reading it costs 25-35 ms, a tenth of a pass whose every
-    feed answers 304, and a pass over plain-http feeds never needs it."""
+    with certifi's CA bundle, or the one SSL_CERT_FILE / SSL_CERT_DIR names:
+    certificates required, host names checked), except that the CA bundle is
+    read at the first TLS handshake instead of when the client is made. Reading
+    it costs 25-35 ms, a tenth of a pass whose every feed answers 304, and a
+    pass over plain-http feeds never needs it."""
 
     _ca_loaded = False
     _ca_lock = threading.Lock()
+    _cafile: str | None = None
+    _capath: str | None = None
 
     def __new__(cls) -> _LazyTLSContext:
         ctx = super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)  # verify_mode, check_hostname
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.check_hostname = True
+        if sys.version_info >= (3, 13):  # as create_default_context does from 3.13 on
+            ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
+        # the trust anchors httpx's transport chose (trust_env): read now, as it did
+        ctx._cafile = os.environ.get("SSL_CERT_FILE") or None
+        ctx._capath = None if ctx._cafile else os.environ.get("SSL_CERT_DIR") or None
         keylog = os.environ.get("SSLKEYLOGFILE")  # as create_default_context does
         if keylog and not sys.flags.ignore_environment and hasattr(ctx, "keylog_filename"):
             ctx.keylog_filename = keylog
@@ -479,9 +487,12 @@ class _LazyTLSContext(ssl.SSLContext):
             return
         with self._ca_lock:
             if not self._ca_loaded:
-                import certifi
+                if self._cafile or self._capath:
+                    self.load_verify_locations(cafile=self._cafile, capath=self._capath)
+                else:
+                    import certifi
 
-                self.load_verify_locations(cafile=certifi.where())
+                    self.load_verify_locations(cafile=certifi.where())
                 self._ca_loaded = True
 
     def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
@@ -543,9 +554,10 @@ class Fetcher:
     @contextmanager
     def _exchange(self, url: str, headers: dict[bytes, bytes]) -> Iterator[httpx.Response]:
         """One GET on the client's transport: what ``Client.stream`` does for a
-        request without redirects, auth or hooks (the same bytes on the wire,
-        cookies kept and sent as the client keeps them, httpx's errors), without
-        its per-request layers: a third of the CPU of a 304 (see bench/)."""
+        request without redirects or hooks (the same bytes on the wire, cookies
+        kept and sent as the client keeps them, a URL's ``user:pass@`` sent as
+        Basic auth as the client did, httpx's errors), without its per-request
+        layers: a third of the CPU of a 304 (see bench/)."""
         client = self._client
         if client.is_closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
@@ -553,6 +565,9 @@ class Fetcher:
                                 extensions={"timeout": self._timeouts})
         if len(client.cookies.jar):
             httpx.Cookies(client.cookies).set_cookie_header(request)
+        user, password = request.url.username, request.url.password
+        if user or password:  # the client's auth layer: credentials in the URL, Basic
+            request = next(httpx.BasicAuth(user, password).sync_auth_flow(request))
         response = self._transport.handle_request(request)
         try:
             response.request = request

@@ -93,17 +93,35 @@ def is_ip_literal(host: str) -> bool:
 
 
 # normalize_host and origin_of are pure and asked several times per request (the
-# guard, the host slot, the trusted origin): remembered, a 304 costs a fifth less
-@lru_cache(maxsize=4096)
+# guard, the host slot, the trusted origin): remembered, a 304 costs a fifth less.
+# Only short arguments are remembered, so the memory is bounded in bytes too: a
+# redirect's Location may be 100 kB long (httpcore's limit on a head), and a
+# hostile server answering each request with another would otherwise keep
+# 1024 + 4096 of them for the life of the process. Longer ones (no real host
+# name is over 253 characters; clean.py drops item links over 4096) are
+# computed each time.
+CACHED_HOST_CHARS = 255
+CACHED_URL_CHARS = 4096
+
+
 def normalize_host(host: str) -> str:
     """Lower-case, without one trailing dot; an IP address in its canonical
     spelling (``[0:0::1]`` and ``[::1]`` are one origin)."""
+    if len(host) <= CACHED_HOST_CHARS:
+        return _normalize_host_cached(host)
+    return _normalize_host(host)
+
+
+def _normalize_host(host: str) -> str:
     host = host.lower()
     if host.endswith("."):
         host = host[:-1]
     if is_ip_literal(host):
         return str(ipaddress.ip_address(host))
     return host
+
+
+_normalize_host_cached = lru_cache(maxsize=4096)(_normalize_host)
 
 
 @dataclass(frozen=True)
@@ -117,10 +135,15 @@ class Origin:
         return f"{self.scheme}://{host}:{self.port}"
 
 
-@lru_cache(maxsize=1024)
 def origin_of(url: str) -> Origin:
     """The URL's origin; ValueError (with the reason) for a URL the guard refuses
     whatever its address: not http(s), no host, malformed, a bad port."""
+    if len(url) <= CACHED_URL_CHARS:
+        return _origin_of_cached(url)
+    return _origin_of(url)
+
+
+def _origin_of(url: str) -> Origin:
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -133,6 +156,9 @@ def origin_of(url: str) -> Origin:
     if not host:
         raise ValueError("no host")
     return Origin(scheme, normalize_host(host), port or (443 if scheme == "https" else 80))
+
+
+_origin_of_cached = lru_cache(maxsize=1024)(_origin_of)
 
 
 def trusted_origin(url: str) -> Origin | None:

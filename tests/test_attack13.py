@@ -332,3 +332,363 @@ def test_an_old_item_a_poll_sees_again_during_prune_is_not_deleted(tmp_path: Pat
         marks = ",".join("?" * len(older))
         assert store.conn.execute(f"SELECT count(*) FROM items WHERE id IN ({marks})",
                                   older).fetchone() == (0,)
+
+
+# --- the fetch path's speed-ups (lazy TLS context, cached guard rules, _exchange) -------
+#
+# Attacks on 1a23b18, e766ed8 and c8094e9, each compared with what httpx.Client.stream
+# and httpx's default TLS context did before them. The certificates in tests/data (valid
+# to 2126): tls-ca.pem signs tls-feeds.pem (feeds.example and 127.0.0.1); tls-self.pem is
+# self-signed for the same names.
+
+import socket  # noqa: E402
+import ssl  # noqa: E402
+import threading  # noqa: E402
+import tracemalloc  # noqa: E402
+import urllib.parse  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+import certifi  # noqa: E402
+
+from aggregator import fetch, guard  # noqa: E402
+from aggregator.errors import BlockedAddressError, FetchError, NetworkError  # noqa: E402
+from aggregator.fetch import Fetcher, Limits  # noqa: E402
+from aggregator.guard import Guard, trusted_origin  # noqa: E402
+from tests.hostile_servers import head  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+TLS_FEED = b"<rss version='2.0'><channel><title>t</title></channel></rss>"
+NAMES = Guard.parse(["feeds.example", "other.example", "a.example", "sub.a.example",
+                     "b.example"])
+CA_SUBJECT_HASH = "481181d4"  # `openssl x509 -noout -subject_hash -in tests/data/tls-ca.pem`
+QUICK = Limits(timeout=5, connect_timeout=3, user_agent="t", guard=NAMES)
+
+
+def _loopback_dns(monkeypatch: Any) -> list[str]:
+    return fake_dns(monkeypatch, lambda host: ["127.0.0.1"])
+
+
+@contextmanager
+def _tls_server(name: str) -> Iterator[int]:
+    """An HTTPS server on 127.0.0.1 with tests/data/tls-<name>.pem; yields its port."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(DATA / f"tls-{name}.pem", DATA / f"tls-{name}.key")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(32)
+    sock.settimeout(0.05)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def one(conn: socket.socket) -> None:
+        try:
+            conn.settimeout(5)
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = tls.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                tls.sendall(head(headers=[("Content-Length", str(len(TLS_FEED))),
+                                          ("Connection", "close")]) + TLS_FEED)
+        except (OSError, ssl.SSLError):
+            pass  # the client refused our certificate: what most tests want
+        finally:
+            conn.close()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            t = threading.Thread(target=one, args=(conn,), daemon=True)
+            threads.append(t)
+            t.start()
+
+    accepter = threading.Thread(target=accept, daemon=True)
+    accepter.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        accepter.join(2)
+        sock.close()
+        for t in threads:
+            t.join(2)
+
+
+def _get(url: str) -> int:
+    with Fetcher(QUICK) as fetcher:
+        return fetcher.get(url, trusted=trusted_origin(url)).status
+
+
+def test_tls_refuses_a_self_signed_or_unknown_certificate_even_on_a_trusted_origin(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held: the lazy context verifies from its first handshake on; a trusted
+    origin (127.0.0.1) or allow_private opens the address, never the certificate."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    _loopback_dns(monkeypatch)
+    with _tls_server("self") as port:
+        with pytest.raises(NetworkError, match="CERTIFICATE_VERIFY_FAILED"):
+            _get(f"https://127.0.0.1:{port}/feed.xml")
+        with pytest.raises(NetworkError, match="CERTIFICATE_VERIFY_FAILED"):
+            _get(f"https://feeds.example:{port}/feed.xml")  # allow_private lists it
+    with _tls_server("feeds") as port:  # signed by a CA nobody trusts
+        with pytest.raises(NetworkError, match="CERTIFICATE_VERIFY_FAILED"):
+            _get(f"https://127.0.0.1:{port}/feed.xml")
+
+
+def test_ssl_cert_file_and_dir_choose_the_trust_anchors_as_httpx_did(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Hole (1a23b18): httpx's transport honoured SSL_CERT_FILE / SSL_CERT_DIR
+    (its trust_env); the lazy context read certifi's bundle whatever they said,
+    so a private CA (an intranet's feeds) stopped working. Host names are still
+    checked against the certificate."""
+    _loopback_dns(monkeypatch)
+    capath = tmp_path / "certs"
+    capath.mkdir()
+    with _tls_server("feeds") as port:
+        monkeypatch.setenv("SSL_CERT_FILE", str(DATA / "tls-ca.pem"))
+        assert _get(f"https://127.0.0.1:{port}/feed.xml") == 200
+        assert _get(f"https://feeds.example:{port}/feed.xml") == 200
+        with pytest.raises(NetworkError, match="Hostname mismatch|CERTIFICATE_VERIFY_FAILED"):
+            _get(f"https://other.example:{port}/feed.xml")  # the wrong name
+        monkeypatch.delenv("SSL_CERT_FILE")
+        # SSL_CERT_DIR: OpenSSL looks a CA up by its subject hash (what c_rehash writes)
+        (capath / f"{CA_SUBJECT_HASH}.0").write_bytes((DATA / "tls-ca.pem").read_bytes())
+        monkeypatch.setenv("SSL_CERT_DIR", str(capath))
+        assert _get(f"https://feeds.example:{port}/feed.xml") == 200
+        monkeypatch.delenv("SSL_CERT_DIR")
+        with pytest.raises(NetworkError, match="CERTIFICATE_VERIFY_FAILED"):
+            _get(f"https://feeds.example:{port}/feed.xml")  # certifi's bundle again
+
+
+def test_the_lazy_context_has_every_setting_of_httpx_default_context() -> None:
+    """Held on this Python; a latent hole fixed: from Python 3.13 on
+    create_default_context also sets VERIFY_X509_STRICT and PARTIAL_CHAIN,
+    which the lazy context did not."""
+    with Fetcher(QUICK) as fetcher:
+        ctx = fetcher._client._transport._pool._ssl_context  # type: ignore[attr-defined]
+        default = ssl.create_default_context(cafile=certifi.where())
+        for attr in ("protocol", "options", "verify_flags", "verify_mode", "check_hostname",
+                     "minimum_version", "maximum_version", "post_handshake_auth",
+                     "hostname_checks_common_name", "security_level", "keylog_filename"):
+            assert getattr(ctx, attr) == getattr(default, attr), attr
+        assert ctx.get_ciphers() == default.get_ciphers()
+
+
+def test_the_first_handshakes_racing_on_many_threads_all_verify(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held: twelve threads make the context's first handshake at once; every one
+    waits for the whole bundle (none handshakes with a half-loaded store, none
+    passes without one), with or without the CA that signed the server."""
+    for trusted_ca, expected in ((True, "200"), (False, "NetworkError")):
+        if trusted_ca:
+            monkeypatch.setenv("SSL_CERT_FILE", str(DATA / "tls-ca.pem"))
+        else:
+            monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+            monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        results: list[str] = []
+        with _tls_server("feeds") as port, Fetcher(
+                Limits(timeout=10, connect_timeout=10, user_agent="t")) as fetcher:
+            url = f"https://127.0.0.1:{port}/feed.xml"
+            start = threading.Barrier(12)
+
+            def one(start: threading.Barrier = start, url: str = url,
+                    results: list[str] = results) -> None:
+                start.wait()
+                try:
+                    results.append(str(fetcher.get(url, trusted=trusted_origin(url)).status))
+                except FetchError as e:
+                    results.append(type(e).__name__)
+
+            threads = [threading.Thread(target=one) for _ in range(12)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+        assert results == [expected] * 12, (trusted_ca, results)
+
+
+def test_sslkeylogfile_is_honoured_as_before(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    """Held: as create_default_context, the key log is written where
+    SSLKEYLOGFILE says (read when the Fetcher is made), and only then."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(DATA / "tls-ca.pem"))
+    log = tmp_path / "keys.log"
+    with _tls_server("feeds") as port:
+        assert _get(f"https://127.0.0.1:{port}/feed.xml") == 200
+        assert not log.exists()
+        monkeypatch.setenv("SSLKEYLOGFILE", str(log))
+        assert _get(f"https://127.0.0.1:{port}/feed.xml") == 200
+    assert b"CLIENT_" in log.read_bytes() or b"SECRET" in log.read_bytes()
+
+
+def _routes(table: dict[str, list[tuple[str, str]]]) -> Any:
+    def handler(server: RawServer, conn: socket.socket, request: bytes) -> None:
+        path = request.split(b" ")[1].decode()
+        extra = table.get(path, [])
+        status = "302 Found" if any(k == "Location" for k, _ in extra) else "200 OK"
+        body = TLS_FEED if status == "200 OK" else b""
+        conn.sendall(head(status, headers=[("Content-Length", str(len(body))), *extra]) + body)
+    return handler
+
+
+def _sent(server: RawServer, host: str, path: str) -> list[str]:
+    """The headers (lower-case names) of each request for host + path."""
+    out = []
+    for req in server.requests:
+        lines = req.decode("latin-1").split("\r\n")
+        if lines[0].split(" ")[1] == path and f"host: {host}" in req.decode("latin-1").lower():
+            out.append("\n".join(lines[1:]).lower())
+    return out
+
+
+def test_url_credentials_go_as_basic_auth_to_their_own_origin_as_before(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hole (c8094e9): httpx.Client sent a URL's ``user:pass@`` as Basic auth (the
+    README's private feeds with credentials); _exchange dropped it, so such feeds
+    got 401. Now as before: sent to the URL's host, again on a same-origin
+    relative redirect (urljoin keeps the credentials), never to another host a
+    redirect names."""
+    _loopback_dns(monkeypatch)
+    with RawServer(_routes({})) as server, Fetcher(QUICK) as fetcher:
+        port = server.port
+        server.handler = _routes({"/r": [("Location", "/feed.xml")],
+                                  "/away": [("Location", f"http://b.example:{port}/feed.xml")],
+                                  "/feed.xml": []})
+        url = f"http://user:p%40ss@127.0.0.1:{port}/feed.xml"
+        fetcher.get(url, trusted=trusted_origin(url))
+        fetcher.get(f"http://user:pw@a.example:{port}/r")
+        fetcher.get(f"http://user:pw@a.example:{port}/away")
+        fetcher.get(f"http://127.0.0.1:{port}/feed.xml",
+                    trusted=trusted_origin(f"http://127.0.0.1:{port}/feed.xml"))
+    first, plain = _sent(server, f"127.0.0.1:{port}", "/feed.xml")
+    assert "authorization: basic dxnlcjpwqhnz" in first  # user:p@ss
+    assert "authorization" not in plain
+    assert all(b"user:" not in r and b"p%40ss" not in r for r in server.requests)
+    r, redirected = _sent(server, f"a.example:{port}", "/r") + _sent(
+        server, f"a.example:{port}", "/feed.xml")
+    assert "authorization: basic dxnlcjpwdw==" in r and "authorization: basic" in redirected
+    assert all("authorization" not in h for h in _sent(server, f"b.example:{port}",
+                                                        "/feed.xml"))
+
+
+def test_cookies_stay_with_their_host_and_scheme_as_before(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held: _exchange keeps the client's jar and policy. A cookie goes back to
+    the host that set it (a redirect hop's too), never to a parent, a sibling or
+    another site it names in Domain=, and a Secure one never over http."""
+    _loopback_dns(monkeypatch)
+    with RawServer(_routes({
+        "/host": [("Set-Cookie", "host=1; Path=/")],
+        "/other-site": [("Set-Cookie", "other=1; Domain=b.example; Path=/")],
+        "/tld": [("Set-Cookie", "tld=1; Domain=example; Path=/")],
+        "/secure": [("Set-Cookie", "sec=1; Secure; Path=/")],
+        "/hop": [("Set-Cookie", "hop=1; Path=/"), ("Location", "/plain")],
+    })) as server, Fetcher(QUICK) as fetcher:
+        port = server.port
+        for path in ("/host", "/other-site", "/tld", "/secure", "/hop"):
+            fetcher.get(f"http://sub.a.example:{port}{path}")
+        for host in ("sub.a.example", "a.example", "b.example"):
+            fetcher.get(f"http://{host}:{port}/plain")
+        fetcher.get(f"http://127.0.0.1:{port}/plain",
+                    trusted=trusted_origin(f"http://127.0.0.1:{port}/plain"))
+    own = _sent(server, f"sub.a.example:{port}", "/plain")
+    assert own and all("cookie: host=1; hop=1" in h for h in own)
+    assert all("sec=1" not in h and "other=1" not in h and "tld=1" not in h for h in own)
+    for host in ("a.example", "b.example", "127.0.0.1"):
+        assert all("cookie" not in h for h in _sent(server, f"{host}:{port}", "/plain")), host
+
+
+def test_proxy_variables_are_ignored_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held: the client had trust_env=False and the transport no proxy, so
+    HTTP_PROXY and friends never routed a fetch (through them the address guard
+    would check the proxy, not the target); _exchange uses the same transport."""
+    _loopback_dns(monkeypatch)
+    with RawServer(answers(TLS_FEED)) as target, RawServer(answers(TLS_FEED)) as proxy:
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+        with Fetcher(QUICK) as fetcher:
+            fetcher.get(target.url(), trusted=trusted_origin(target.url()))
+            fetcher.get(target.url(host="a.example"))
+    assert len(target.requests) == 2 and proxy.requests == []
+
+
+@pytest.mark.parametrize("tail", ["/a\r\nX-Injected: 1", "/a\nX-Injected: 1", "/a\x00b",
+                                  "\r\nX-Injected: 1/"])
+def test_a_url_with_control_characters_sends_nothing(tail: str) -> None:
+    """Held: httpx refuses the URL before a byte is sent (a FetchError, not a
+    crash); no header can be smuggled into the request."""
+    with RawServer(answers(TLS_FEED)) as server, Fetcher(QUICK) as fetcher:
+        url = f"http://127.0.0.1:{server.port}{tail}"
+        with pytest.raises(FetchError):
+            fetcher.get(url, trusted=trusted_origin(url))
+    assert server.requests == []
+
+
+def test_hostile_redirects_cannot_grow_the_guards_memo_without_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hole (e766ed8): the memo was bounded in entries only, and a Location may
+    be 100 kB (httpcore's head limit): a server answering every request with a
+    redirect to another long host name left 1024 + 4096 of them in memory for
+    the life of the process (500 MB). Now only short arguments are kept."""
+    long_host = "x" * 20_000
+
+    def handler(server: RawServer, conn: socket.socket, request: bytes) -> None:
+        n = request.split(b" ")[1].decode().strip("/")
+        conn.sendall(head("302 Found", headers=[
+            ("Location", f"http://{long_host}{n}.a.example/"), ("Content-Length", "0")]))
+
+    def loopback(host: str, port: int, *args: Any, **kw: Any) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    # a long name resolving inside (fake_dns would keep every name asked)
+    monkeypatch.setattr(fetch, "getaddrinfo", loopback)
+    with RawServer(handler) as server, Fetcher(Limits(timeout=5, connect_timeout=3,
+                                                      user_agent="t")) as fetcher:
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            for n in range(60):
+                url = f"http://127.0.0.1:{server.port}/{n}"
+                with pytest.raises((BlockedAddressError, NetworkError)):
+                    fetcher.get(url, trusted=trusted_origin(url))
+            urllib.parse.urlsplit.cache_clear()  # the stdlib's own memo (128 entries)
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+    grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    assert grown < 1_000_000, grown  # 60 x 2 x 20 kB = 2.4 MB when kept
+
+
+def test_the_memo_answers_as_the_rules_whatever_the_guard_or_resolver_says(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held: normalize_host and origin_of depend on their argument alone (no
+    setting, no DNS), so a remembered answer is never stale; asked with every
+    spelling, each answer is the uncached one, before and after a Guard that
+    lists the name and a resolver that answers something else."""
+    spellings = ["Example.ORG.", "127.0.0.1", "[0:0::1]", "0:0::1", "LOCALHOST.", "127.1",
+                 "xn--bcher-kva.example", "a" * 300]
+    for host in spellings:
+        assert guard.normalize_host(host) == guard._normalize_host(host)
+    Guard.parse(["example.org", "10.0.0.0/8"])
+    _loopback_dns(monkeypatch)
+    for host in spellings:
+        assert guard.normalize_host(host) == guard._normalize_host(host)
+        url = f"http://{host if ':' not in host or host.startswith('[') else '[' + host + ']'}/x"
+        try:
+            uncached = guard._origin_of(url)
+        except ValueError:
+            with pytest.raises(ValueError):
+                guard.origin_of(url)
+            continue
+        assert guard.origin_of(url) == uncached
+        assert guard.origin_of(url) == uncached  # the remembered answer
+    assert guard.trusted_origin("http://127.1/") is None  # still a name, cached or not

@@ -272,16 +272,16 @@ def test_tls_context_verifies_as_httpx_default_and_loads_the_ca_bundle_when_firs
 ) -> None:
     """A pass over plain-http feeds (or one of 304s) never reads the CA bundle
     (25-35 ms); the context still requires certificates and checks host
-    names, with certifi's bundle, as httpx's default does."""
+    names, with the bundle httpx's default reads (certifi's, or SSL_CERT_FILE's)."""
     import ssl
 
-    import certifi
+    import httpx
 
     with Fetcher(FAST) as fetcher:
         ctx = fetcher._client._transport._pool._ssl_context  # type: ignore[attr-defined]
         assert isinstance(ctx, ssl.SSLContext)
         assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
-        default = ssl.create_default_context(cafile=certifi.where())
+        default = httpx.create_ssl_context()  # what HTTPTransport() built before
         assert (ctx.protocol, ctx.options, ctx.minimum_version) == \
             (default.protocol, default.options, default.minimum_version)
         assert ctx.cert_store_stats()["x509_ca"] == 0  # not read yet
