@@ -73,7 +73,7 @@ _ACCEPTABLE = frozenset(_HTMLSanitizer.acceptable_elements)
 # what an RSS <item> may hold, by feedparser key: "text" elements we read,
 # "ignored" ones that feedparser stores under keys we never read
 _ITEM_READ = frozenset((
-    "title", "link", "description", "guid", "pubdate", "author", "dc_creator", "category",
+    "title", "link", "description", "guid", "id", "pubdate", "author", "dc_creator", "category",
     "enclosure", "comments", "content_encoded", "dc_date", "media_content",
     "media_thumbnail", "media_group", "source",
 ))
@@ -88,8 +88,8 @@ _CHANNEL_HARMLESS = frozenset((
 _IMAGE_CHILDREN = frozenset(("url", "title", "link", "width", "height", "description"))
 # handled elements that hold text only (a child element inside is declined)
 _SINGLE = frozenset((
-    "title", "link", "description", "guid", "pubdate", "author", "dc_creator",
-    "content_encoded", "dc_date", "comments", "source",
+    "title", "link", "description", "guid", "pubdate", "content_encoded", "dc_date",
+    "comments", "source",
 ))
 _URI_ELEMENTS = frozenset(("link", "comments", "docs", "href", "icon", "logo", "url",
                            "wfw_comment", "wfw_commentrss", "id"))
@@ -101,8 +101,8 @@ class _Decline(Exception):
     pass
 
 
-def _no() -> None:
-    raise _Decline
+def _no(why: str = "") -> None:
+    raise _Decline(why)
 
 
 def _looks_like_html(s: str) -> bool:
@@ -152,11 +152,11 @@ def _attrs(el: ET.Element) -> dict[str, str]:
     for k, v in el.attrib.items():
         if k.startswith("{"):
             if k != _XML_LANG:
-                _no()
+                _no(f"attribute {k}")
             continue
         name = k.lower()
         if name in out or name in ("base", "lang"):
-            _no()
+            _no(f"attribute {name}")
         out[name] = v.lower() if name in ("rel", "type") else v
         if name in _parse._URI_KEYS and _parse._relative(v):
             _no()
@@ -172,8 +172,8 @@ class _Keys:
         by_uri: dict[str, str] = {}
         seen: dict[str, str] = {}
         for prefix, uri in declared:
-            if not uri:
-                _no()
+            if not uri or any(c.isspace() for c in uri):
+                _no()  # expat's SAX reader splits names at a space: feedparser fails
             if prefix in seen and seen[prefix] != uri:
                 _no()  # one prefix, two namespaces
             seen[prefix] = uri
@@ -263,11 +263,11 @@ def parse(body: bytes, headers: dict[str, str], base: str, now: datetime) -> Par
         return None
 
 
-def _parse_rss(body: bytes, headers: dict[str, str], base: str, now: datetime) -> ParsedFeed | None:
+def _parse_rss(body: bytes, headers: dict[str, str], base: str, now: datetime) -> ParsedFeed:
     if _parse._doctype(body) is not None or b"<!ENTITY" in body:
-        return None
+        _no()
     if not _charset_ok(body, headers):
-        return None
+        _no()
     declared: list[tuple[str, str]] = []
     parser = ET.XMLPullParser(events=("start-ns", "start"))
     parser.feed(body)
@@ -282,26 +282,26 @@ def _parse_rss(body: bytes, headers: dict[str, str], base: str, now: datetime) -
         if event == "start-ns":
             declared.append(value)  # type: ignore[arg-type]
     if root is None:
-        return None
+        _no()
     keys = _Keys(declared)
     if keys.key(root.tag) != "rss":
-        return None
+        _no()
     rss_attrs = _attrs(root)
     version = rss_attrs.pop("version", "")
     if not (version.startswith("2.") or version in ("0.91", "0.92")):
-        return None
+        _no()
     if rss_attrs:
-        return None
+        _no()
     header_lang = headers.get("content-language")
     root_lang = _lang(root, header_lang)
     feed_language = header_lang.replace("_", "-") if header_lang else None
     if root_lang:
         feed_language = root_lang.replace("_", "-")
     if len(root) != 1 or keys.key(root[0].tag) != "channel":
-        return None
+        _no()
     channel = root[0]
     if _attrs(channel):
-        return None
+        _no()
     channel_lang = _lang(channel, root_lang)
     seen: set[str] = set()
     title = link = ttl = None
@@ -312,11 +312,14 @@ def _parse_rss(body: bytes, headers: dict[str, str], base: str, now: datetime) -
         if key == "item":
             items.append(child)
             continue
+        if key == "link" and child.get("href") is not None:
+            attrs = _attrs(child)
+            if attrs.get("rel", "alternate") == "alternate" or len(child):
+                _no("a link element that may set the feed's link")
+            continue
         if key in ("title", "link", "description", "language", "ttl", "dc_language"):
-            if key == "link" and child.attrib:
-                return None
             if key in seen or len(child) or _attrs(child):
-                return None
+                _no()
             seen.add(key)
             if key == "title":
                 title = _text(child.text, "title")
@@ -326,27 +329,20 @@ def _parse_rss(body: bytes, headers: dict[str, str], base: str, now: datetime) -
                 _text(child.text, "description", True)
             elif key == "ttl":
                 ttl = _text(child.text, "ttl", False)
-            else:
-                if language_text is not None:
-                    return None
+            else:  # <language> and <dc:language>: the last one wins
                 language_text = _text(child.text, "language", False)
             continue
         if key == "image":
             if key in seen or _attrs(child):
-                return None
+                _no()
             seen.add(key)
             for sub in child:
                 sk = keys.key(sub.tag)
                 if sk not in _IMAGE_CHILDREN or len(sub) or _attrs(sub):
-                    return None
+                    _no()
                 name = "href" if sk == "url" else sk
                 _text(sub.text, name, None if sk == "title" else
                       (True if sk == "description" else False))
-            continue
-        if key == "link" and child.get("href") is not None:
-            attrs = _attrs(child)
-            if attrs.get("rel", "alternate") == "alternate" or len(child):
-                return None  # it may set the feed's link
             continue
         _harmless(child, key, keys, _CHANNEL_HARMLESS)
     if language_text is not None:
@@ -382,9 +378,9 @@ def _harmless(el: ET.Element, key: str, keys: _Keys, vetted: frozenset[str]) -> 
     and no relative URI; declines otherwise."""
     if key in _HANDLED:
         if key not in vetted:
-            _no()
+            _no(f"element {key}")
     elif key in _READ_KEYS:
-        _no()
+        _no(f"element {key}")
     _attrs(el)
     for sub in el:
         _harmless(sub, keys.key(sub.tag), keys, vetted)
@@ -419,13 +415,18 @@ def _item(el: ET.Element, keys: _Keys, parent_lang: str | None, base: str,
                 _harmless(child, key, keys, _ITEM_VETTED)
                 continue
             attrs = _attrs(child)
+            if key == "id":
+                key = "guid"  # feedparser reads <id> as <guid>
+            if key == "link" and attrs.keys() & {"href", "url", "uri"}:
+                if attrs.get("rel", "alternate") in ("alternate", "enclosure") or len(child):
+                    _no("a link element that may set the item's link or enclosures")
+                continue  # <atom:link rel="standout" href=...>: only in entry.links
             if key in _SINGLE:
-                if key in seen or len(child):
-                    _no()
+                if key in seen:
+                    _no(f"duplicate {key}")
                 seen.add(key)
-                if key == "author" or key == "dc_creator":
-                    if "author" in values:
-                        _no()
+            if len(child) and key not in _MEDIA_NESTED:
+                _no(f"{key} holds elements")
             if key == "title":
                 if attrs:
                     _no()
@@ -442,8 +443,8 @@ def _item(el: ET.Element, keys: _Keys, parent_lang: str | None, base: str,
                 values["content"] = _text(child.text, "content", True)
                 langs["content"] = clang
             elif key == "link":
-                if attrs:
-                    _no()
+                if attrs.keys() & {"href", "url", "uri"}:
+                    _no("item link with a URL attribute")
                 value = _text(child.text, "link", False).replace("&amp;", "&")
                 values["link"] = _LINK_REF.sub(r"&\1", value)
             elif key == "guid":
@@ -464,7 +465,7 @@ def _item(el: ET.Element, keys: _Keys, parent_lang: str | None, base: str,
             elif key in ("author", "dc_creator"):
                 if attrs:
                     _no()
-                values["author"] = _text(child.text, "author", False)
+                values["author"] = _text(child.text, "author", False)  # the last one wins
             elif key == "category":
                 if set(attrs) - {"domain"} or len(child):
                     _no()
