@@ -43,7 +43,7 @@ from aggregator import parse as _parse
 from aggregator.types import ParsedFeed, ParsedItem
 
 _XML_NS = "http://www.w3.org/XML/1998/namespace"
-_XML_LANG = "{%s}lang" % _XML_NS
+_XML_LANG = f"{{{_XML_NS}}}lang"
 
 # namespace URI (lower case) -> feedparser's standard prefix
 _KNOWN_NS: dict[str, str] = {k.lower(): v for k, v in _FeedParserMixin.namespaces.items()}

@@ -89,7 +89,8 @@ def _diff(fast: Any, slow: Any) -> str:
                 for g in dataclasses.fields(x):
                     u, v = getattr(x, g.name), getattr(y, g.name)
                     if u != v:
-                        lines.append(f"item {i} {g.name}: fast {u!r:.300} != feedparser {v!r:.300}")
+                        lines.append(f"item {i} {g.name}: fast {u!r:.300} != "
+                                     f"feedparser {v!r:.300}")
         elif a != b:
             lines.append(f"{f.name}: fast {a!r:.300} != feedparser {b!r:.300}")
     return "\n".join(lines[:20])
@@ -159,7 +160,8 @@ ODD = {
               "&lt;script&gt;alert(1)&lt;/script&gt;", "  spaced \n\t out  ", "",
               "caf\u00e9 \u2014 \u65e5\u672c", "\u00c3\u00a9t\u00c3\u00a9", "\u0093quoted\u0094",
               "&#128;uro &#x9d; &#150;", "x" * 5000, "&lt;p&gt;para&lt;/p&gt;&amp;nbsp;",
-              "&lt;a href=&quot;/rel&quot;&gt;rel&lt;/a&gt;", "&lt;unknowntag&gt;x&lt;/unknowntag&gt;",
+              "&lt;a href=&quot;/rel&quot;&gt;rel&lt;/a&gt;",
+              "&lt;unknowntag&gt;x&lt;/unknowntag&gt;",
               "a &lt; b &amp;&amp; c &gt; d", "&amp;bogus; &amp;hellip;", "ctrl\x7f\u0085chars"],
     "link": ["javascript:alert(1)", "/relative/path", "http:///triple.example/x",
              "http://127.0.0.1/a?x=1&amp;y=2", "http://127.0.0.1/a?x=1&amp;amp;y=2", "",
@@ -169,9 +171,11 @@ ODD = {
              "relative/guid"],
     "date": ["", "garbage", "Sun, 01 Nov 2026 10:00:00 +0200", "Sun, 01 Nov 2026 10:00:00 EST",
              "2026-11-01T10:00:00Z", "2026-02-30T10:00:00Z", "Sun, 01 Nov 2026 10:00:00 +9999",
-             "01 Nov 2026 10:00 PDT", "Mon, 31 Dec 1969 23:59:59 GMT", "Sun, 01 Nov 2099 10:00:00 GMT",
+             "01 Nov 2026 10:00 PDT", "Mon, 31 Dec 1969 23:59:59 GMT",
+             "Sun, 01 Nov 2099 10:00:00 GMT",
              "Sun, 1 Nov 26 10:00:00 GMT", "Sun, 01 Nov 2026 25:61:61 GMT", "1 Nov 2026",
-             "Sun, 01 Nov 2026 10:00:00 +05:30", "Sun, 01 Nov 2026 10:00:00 Z"],
+             "Sun, 01 Nov 2026 10:00:00 +05:30", "Sun, 01 Nov 2026 10:00:00 Z",
+             "Sun, 01 Nov 2026 10:00:00 +0000"],
     "description": ["&lt;p&gt;Hello &lt;b&gt;world&lt;/b&gt;&lt;/p&gt;",
                     "<![CDATA[<p onclick='x()'>hi<script>alert(1)</script></p>]]>",
                     "&lt;img src=&quot;http://127.0.0.1/i.png&quot; alt=&quot;i&quot;&gt;",
@@ -215,7 +219,7 @@ def _doc(items: list[dict[str, str]], channel: str = "", root: str = "") -> byte
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0" {NS}{root}>'
             f"<channel><title>Farm &amp; co</title><link>http://127.0.0.1/</link>"
             f"<description>d</description><language>en-gb</language>{channel}{body}"
-            "</channel></rss>").encode("utf-8")
+            "</channel></rss>").encode()
 
 
 def _mutations() -> Iterator[tuple[str, bytes]]:
@@ -233,7 +237,8 @@ def _mutations() -> Iterator[tuple[str, bytes]]:
                     "<dc:language>de</dc:language>", "<title>second</title>",
                     "<image><url>http://127.0.0.1/i.png</url><title>i</title></image>",
                     "<image><url>/i.png</url></image>", "<docs>/docs</docs>",
-                    "<lastBuildDate>garbage</lastBuildDate>", "<textInput><title>t</title></textInput>",
+                    "<lastBuildDate>garbage</lastBuildDate>",
+                    "<textInput><title>t</title></textInput>",
                     "<itunes:author>x</itunes:author>"):
         yield f"channel {channel[:40]}", _doc([SAFE], channel)
     for root in (' xml:lang="fr-CA"', ' xml:lang=""', ' xml:base="http://127.0.0.1/b/"'):
@@ -332,7 +337,8 @@ def test_internal_errors_decline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_same_sanitising_as_feedparser_path() -> None:
-    body = _doc([{**SAFE, "description": html.escape("<p onclick='x()'>hi</p><script>bad()</script>")}])
+    hostile = "<p onclick='x()'>hi</p><script>bad()</script>"
+    body = _doc([{**SAFE, "description": html.escape(hostile)}])
     result = xmlfeed.parse(body, {}, URL, NOW)
     assert result is not None
     content = result.items[0].content or ""
