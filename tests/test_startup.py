@@ -16,7 +16,7 @@ from bench.farm import Farm
 from bench.harness import aggregator_cmd, bench_env, run_process, write_opml
 
 HEAVY = ("feedparser", "sumy", "numpy", "lxml", "trafilatura", "jinja2", "nh3",
-         "multiprocessing", "trio", "click", "xml.sax",
+         "multiprocessing", "trio", "click", "xml.sax", "tomllib", "difflib",
          # the stages a poll of 304s has nothing for: parsing, clustering (every
          # item has its story), summaries, publishing
          "aggregator.parse", "aggregator.stories", "aggregator.stages.cluster",
