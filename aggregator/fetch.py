@@ -46,7 +46,7 @@ from aggregator.errors import (
 from aggregator.guard import Guard, Origin, normalize_host, origin_of
 from aggregator.types import FetchResult
 
-load_without(("trio", "click"), ("httpcore", "httpx"))  # 0.1 s of start-up: see _imports
+load_without(("trio", "anyio", "click"), ("httpcore", "httpx"))  # see _imports
 
 import httpcore  # noqa: E402
 import httpx  # noqa: E402
