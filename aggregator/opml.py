@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 import xml.parsers.expat as expat
@@ -289,6 +288,8 @@ def write(path: Path, root: ET.Element) -> None:
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` atomically (temp file in the same directory, fsync, rename)."""
+    import tempfile  # with shutil, bz2, lzma: for a write only, not for every read
+
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
