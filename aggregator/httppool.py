@@ -6,10 +6,10 @@ httpcore's ``ConnectionPool`` runs ``_assign_requests_to_connections`` when a
 request starts and when a response ends; each time it walks every connection
 it holds, asks every idle one whether its server hung up (a ``poll()`` system
 call each) and counts the connections once per connection (quadratic). With
-the 16 connections of 8 workers that is a tenth of the CPU of a pass whose
-every feed answers 304; a pool large enough to keep one connection per host of
-a pass over 100 hosts costs more than the connections it saves (0.8 s instead
-of 0.35 s for 200 feeds answering 304).
+the 16 connections of 8 workers that is up to a tenth of the CPU of a pass
+whose every feed answers 304; a pool large enough to keep one connection per
+host of a pass over 100 hosts costs more than the connections it saves (0.8 s
+instead of 0.35 s for 200 feeds answering 304, see bench/).
 
 ``OriginPool`` keeps its connections by origin as well. A request looks at its
 own origin's connections only and asks only the one it is about to use whether
@@ -17,9 +17,10 @@ it has expired (httpcore's own ``has_expired``: a connection its server closed,
 or idle past ``keepalive_expiry``, is never reused: it is closed). The pool is
 swept whole, as httpcore does at every request, at most once per ``SWEEP``
 seconds, and whenever it is full and a request needs a new connection (the
-oldest idle connection then makes room, as in httpcore). What goes on the wire
-is unchanged: the same connections, requests and limits, one request per
-connection at a time; only fewer connections are opened again.
+oldest idle connection then makes room, as in httpcore). The requests are
+unchanged (the same bytes, one request per connection at a time, the same
+limits); only the choice of connection is cheaper, which lets the Fetcher keep
+a large pool (update.POOL_SIZE), so feeds sharing a host reuse its connection.
 
 Used by fetch.Fetcher. It overrides a private method of httpcore 1.x (the only
 place that decides which connection serves a request); ``compatible()`` checks
@@ -119,11 +120,12 @@ class OriginPool(httpcore.ConnectionPool):
     def _drop(self, connection: Any) -> None:
         self._connections.remove(connection)
         key = self._key_of.pop(connection, None)
-        same = self._by_origin.get(key) if key is not None else None
-        if same is not None:
-            same.remove(connection)
-            if not same:
-                del self._by_origin[key]  # type: ignore[arg-type]
+        if key is None:
+            return
+        same = self._by_origin[key]
+        same.remove(connection)
+        if not same:
+            del self._by_origin[key]
 
     def close(self) -> None:
         with self._optional_thread_lock:
