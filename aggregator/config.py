@@ -9,10 +9,8 @@ A list is a TOML array, or comma-separated in the environment:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -216,6 +214,8 @@ def _check(settings: Settings) -> Settings:
 
 def closest(word: str, names: Iterable[str]) -> str | None:
     """The name ``word`` was most likely meant to be (a typo), if any is close."""
+    import difflib  # only for a name that is wrong: not at every start-up
+
     found = difflib.get_close_matches(word, list(names), n=1, cutoff=0.6)
     return found[0] if found else None
 
@@ -259,6 +259,8 @@ def public_url(host: str, port: int) -> str:
 
 
 def read_file(path: Path) -> dict[str, Any]:
+    import tomllib  # only when there is a file to read: not at every start-up
+
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

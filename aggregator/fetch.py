@@ -46,10 +46,12 @@ from aggregator.errors import (
 from aggregator.guard import Guard, Origin, normalize_host, origin_of
 from aggregator.types import FetchResult
 
-load_without(("trio", "click"), ("httpcore", "httpx"))  # 0.1 s of start-up: see _imports
+load_without(("trio", "anyio", "click"), ("httpcore", "httpx"))  # see _imports
 
 import httpcore  # noqa: E402
 import httpx  # noqa: E402
+
+from aggregator import httppool  # noqa: E402  (imports httpcore: after load_without)
 
 FEED_ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json;q=0.9, "
@@ -60,6 +62,7 @@ ACCEPT_ENCODING = "gzip, deflate"  # exactly what _Inflater decodes
 PERMANENT = {301, 308}
 VALIDATORS = (b"etag", b"last-modified")
 REDIRECTS = {301, 302, 303, 307, 308}
+KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default)
 
 
 @dataclass(frozen=True)
@@ -514,13 +517,21 @@ class Fetcher:
         self.limits = limits
         transport = httpx.HTTPTransport(
             verify=_LazyTLSContext(),
-            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size,
+                                keepalive_expiry=KEEPALIVE_EXPIRY),
             retries=0,
         )
         # names that did not resolve, not asked again this pass (see DNSFailures)
         self.dns_failures = DNSFailures()
         # the guard sits at connect time
-        transport._pool._network_backend = GuardedBackend(limits.guard, self.dns_failures)
+        backend = GuardedBackend(limits.guard, self.dns_failures)
+        if httppool.compatible():  # the pool that looks at a request's origin only
+            transport._pool = httppool.OriginPool(
+                ssl_context=transport._pool._ssl_context, max_connections=pool_size,
+                max_keepalive_connections=pool_size, keepalive_expiry=KEEPALIVE_EXPIRY,
+                retries=0, network_backend=backend)
+        else:
+            transport._pool._network_backend = backend
         self._client = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(limits.timeout, connect=limits.connect_timeout),

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 import xml.parsers.expat as expat
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
-from xml.sax.saxutils import escape as xml_escape
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
@@ -290,6 +288,8 @@ def write(path: Path, root: ET.Element) -> None:
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` atomically (temp file in the same directory, fsync, rename)."""
+    import tempfile  # with shutil, bz2, lzma: for a write only, not for every read
+
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -670,8 +670,17 @@ def _indent(data: bytes, at: int) -> bytes | None:
     return lead if not lead.strip() else None
 
 
+# what xml.sax.saxutils.escape does with these entities, without importing
+# xml.sax (and urllib.request with it) for one function: & first
+_ATTR_ESCAPES = (("&", "&amp;"), (">", "&gt;"), ("<", "&lt;"), ('"', "&quot;"),
+                 ("\n", "&#10;"), ("\r", "&#13;"), ("\t", "&#9;"))
+
+
 def _escape(value: str) -> str:
-    return xml_escape(value, {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"})
+    """``value`` as the text of a double-quoted XML attribute."""
+    for raw, entity in _ATTR_ESCAPES:
+        value = value.replace(raw, entity)
+    return value
 
 
 def _insert_text(data: bytes, sub: Subscription) -> bytes | None:

@@ -101,6 +101,9 @@ class PassResult:
         return sum(o.result in ("error", "gone") for o in self.outcomes)
 
 
+POOL_SIZE = 128  # HTTP connections held at most (at least 2 per worker)
+
+
 def make_fetcher(settings: Settings) -> Fetcher:
     return Fetcher(
         Limits(
@@ -112,7 +115,9 @@ def make_fetcher(settings: Settings) -> Fetcher:
             user_agent=settings.user_agent,
             guard=Guard.parse(settings.allow_private),
         ),
-        pool_size=max(settings.workers * 2, 8),
+        # room to keep a connection to each of 128 hosts: feeds sharing a host
+        # reuse it within a pass (httppool keeps a large pool cheap)
+        pool_size=max(settings.workers * 2, POOL_SIZE),
     )
 
 

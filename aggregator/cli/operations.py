@@ -27,7 +27,6 @@ log = logging.getLogger("aggregator")
 
 def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
     from aggregator.pools import parse_preload, prestart_parsers
-    from aggregator.stages.summaries import summarize_pending
     from aggregator.store import Store
     from aggregator.update import make_fetcher, poll_slack, publish_now, run_pass
 
@@ -47,14 +46,17 @@ def cmd_update(args: argparse.Namespace, settings: config.Settings) -> int:
         _print_outcomes(result.outcomes)
         summarised, status = 0, 0
         if settings.stories:
-            from aggregator.stages.cluster import cluster_pending
-
             try:
-                cluster_pending(store)
+                if store.has_unclustered():  # else nothing to import the stage for
+                    from aggregator.stages.cluster import cluster_pending
+
+                    cluster_pending(store)
             except StorageError as e:  # the items are stored: say so, go on
                 print(f"aggregator: error: stories stopped: {e}", file=sys.stderr)
                 status = 1
         if settings.summaries:
+            from aggregator.stages.summaries import summarize_pending
+
             try:
                 summarised = summarize_pending(settings, store, fetcher,
                                              counts=show.summaries if show else None)

@@ -24,19 +24,13 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aggregator.stories import (
-    Cluster,
-    ClusterItem,
-    ItemFeatures,
-    Params,
-    Window,
-    index_terms,
-    norm,
-    top_terms,
-)
 from aggregator.types import Entry
+
+if TYPE_CHECKING:  # the rules' module is imported by the methods that use it: a
+    # pass with nothing to cluster (a poll of 304s) never loads it
+    from aggregator.stories import ClusterItem, ItemFeatures, Params, Window
 
 __all__ = ["StoriesMixin", "StoryRow"]
 
@@ -46,6 +40,8 @@ _DF_MEMORY = 200_000  # document frequencies a pass keeps in memory at most
 
 def _vector_json(vec: dict[str, float], params: Params) -> str:
     """A centroid's heaviest terms as stored."""
+    from aggregator.stories import top_terms
+
     return json.dumps({t: round(v, 5) for t, v in top_terms(vec, params.centroid_terms).items()},
                       ensure_ascii=False)
 
@@ -74,11 +70,18 @@ class StoriesMixin:
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:  # pragma: no cover
         raise NotImplementedError
 
+    def has_unclustered(self) -> bool:
+        """Whether any item is without a story (one look at a partial index)."""
+        return self.conn.execute(
+            "SELECT 1 FROM items WHERE story_id IS NULL LIMIT 1").fetchone() is not None
+
     def unclustered_items(self, limit: int, *, now: datetime,
                           text_chars: int = 4000) -> list[ClusterItem]:
         """Items without a story, oldest first (their time: published, never
         later than when they were first seen), each text cut at ``text_chars``
         (the rules read the first words only)."""
+        from aggregator.stories import ClusterItem
+
         rows = self.conn.execute(
             "SELECT i.id, i.feed_id, f.url, i.guid, i.url, i.title, substr(i.content_text, 1, ?), "
             "substr(i.article_text, 1, ?), coalesce(i.language, f.language), i.sort_date, "
@@ -95,6 +98,7 @@ class StoriesMixin:
         keys name, and the active stories sharing a term with it (the candidate
         index, ``story_terms``). A window lives for one pass of the stage."""
         from aggregator.stages.cluster import keys_of
+        from aggregator.stories import Cluster, index_terms, norm
 
         terms = sorted({t for _, f in batch for t in f.terms()} - w.known_terms)
         for chunk in _chunks(terms):
@@ -136,6 +140,8 @@ class StoriesMixin:
         document frequencies; stories merged into another are deleted, their
         items and keys moved to it; then retire the stories quiet since
         ``retire_before``. ``w`` is then ready for the next batch."""
+        from aggregator.stories import index_terms
+
         with self.transaction() as c:
             real: dict[int, int] = {}
             for cid, cl in w.clusters.items():
