@@ -270,6 +270,9 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    except UnicodeDecodeError as e:  # TOML is UTF-8: a binary or Latin-1 file
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text ({e.reason} "
+                          f"at byte {e.start})") from e
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s): "

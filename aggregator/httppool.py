@@ -89,7 +89,7 @@ class OriginPool(httpcore.ConnectionPool):
             if connection.is_closed():
                 self._drop(connection)
             elif connection.is_available():
-                if not connection.has_expired():
+                if not connection.has_expired() and not _read_ahead(connection):
                     return connection
                 self._drop(connection)
                 closing.append(connection)
@@ -118,7 +118,8 @@ class OriginPool(httpcore.ConnectionPool):
                 closing.append(idle)
 
     def _drop(self, connection: Any) -> None:
-        self._connections.remove(connection)
+        if connection in self._connections:  # (close() may have emptied the list)
+            self._connections.remove(connection)
         key = self._key_of.pop(connection, None)
         if key is None:
             return
@@ -128,7 +129,22 @@ class OriginPool(httpcore.ConnectionPool):
             del self._by_origin[key]
 
     def close(self) -> None:
+        """httpcore's close, the bookkeeping emptied under the same hold of the
+        lock: a request assigned meanwhile (another thread) finds both empty."""
         with self._optional_thread_lock:
+            closing = list(self._connections)
+            self._connections = []
             self._by_origin.clear()
             self._key_of.clear()
-        super().close()
+        self._close_connections(closing)
+
+
+def _read_ahead(connection: Any) -> bool:
+    """Whether an idle connection holds bytes its server sent before any
+    request asked for them: read with the previous response (in the same
+    packet), they would be taken for the next request's answer (a response
+    queued ahead: another feed of the host would get it). httpcore does not
+    look; h11 keeps them in its buffer (``trailing_data``)."""
+    h11_state = getattr(getattr(connection, "_connection", None), "_h11_state", None)
+    trailing = getattr(h11_state, "trailing_data", None)
+    return bool(trailing and trailing[0])
