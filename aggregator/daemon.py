@@ -279,6 +279,8 @@ class Daemon:
             finally:
                 if store is not None:
                     store.close()
+                for f in (fetcher, *self._retired):  # no sockets kept between passes
+                    f.close_idle()
                 if self.metrics is not None:
                     self.metrics.pass_done(time.monotonic() - started, outcome)
         self._status()

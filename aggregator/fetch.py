@@ -556,6 +556,14 @@ class Fetcher:
     def close(self) -> None:
         self._client.close()
 
+    def close_idle(self) -> None:
+        """Close the connections no request is using (the daemon does after
+        each pass: up to POOL_SIZE sockets would otherwise stay open until the
+        next one). httpcore's own pool (the fallback) closes them at its next use."""
+        pool = getattr(self._transport, "_pool", None)
+        if isinstance(pool, httppool.OriginPool):
+            pool.close_idle()
+
     def __enter__(self) -> Fetcher:
         return self
 

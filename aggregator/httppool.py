@@ -128,6 +128,15 @@ class OriginPool(httpcore.ConnectionPool):
         if not same:
             del self._by_origin[key]
 
+    def close_idle(self) -> None:
+        """Close every idle connection: a daemon between its passes keeps no
+        sockets open (the next pass would find them expired anyway)."""
+        with self._optional_thread_lock:
+            idle = [c for c in self._connections if c.is_idle() or c.is_closed()]
+            for connection in idle:
+                self._drop(connection)
+        self._close_connections(idle)
+
     def close(self) -> None:
         """httpcore's close, the bookkeeping emptied under the same hold of the
         lock: a request assigned meanwhile (another thread) finds both empty."""

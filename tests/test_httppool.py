@@ -28,6 +28,7 @@ class KeepAliveServer(ThreadingHTTPServer):
         self.hang_up = hang_up
         self.connections = 0
         self.requests = 0
+        self.ended = 0  # connections whose client hung up (or the server did)
         self.closed = threading.Event()  # set once a hung-up connection is closed
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -71,6 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def finish(self) -> None:
         super().finish()
+        with self.server.lock:
+            self.server.ended += 1
         if self.server.hang_up:
             self.connection.close()
             self.server.closed.set()
@@ -165,6 +168,27 @@ def test_a_request_waits_for_a_connection_of_a_full_pool(
         assert len(pool.connections) <= 1
     assert statuses == [200] * 8
     assert servers[0].requests + servers[1].requests == 8
+
+
+def test_close_idle_hangs_up_idle_connections_only(servers: list[KeepAliveServer]) -> None:
+    """What the daemon calls after each pass: no socket stays open until the
+    next pass, and the next request simply opens a new connection."""
+    import time
+
+    servers += [KeepAliveServer() for _ in range(5)]
+    with fetcher(16) as f:
+        for s in servers:
+            assert f.get(s.url(), trusted=_origin(s)).status == 200
+        assert len(f._transport._pool.connections) == 5
+        f.close_idle()
+        assert f._transport._pool.connections == []
+        deadline = time.monotonic() + 5
+        while sum(s.ended for s in servers) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [s.ended for s in servers] == [1] * 5  # each server saw its hang-up
+        res = f.get(servers[0].url(), etag='"v1"', trusted=_origin(servers[0]))
+        assert res.status == 304
+    assert servers[0].connections == 2 and servers[0].requests == 2
 
 
 def _origin(s: KeepAliveServer) -> object:
