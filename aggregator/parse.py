@@ -427,6 +427,10 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime, *,
         raise ParseError(f"not a feed: {d.get('bozo_exception') or 'malformed'}")
     items = []
     for entry in entries[: clean.MAX_ITEMS]:
+        if not isinstance(dict.get(entry, "links", []), list):
+            # an item's own <links>x</links> element: feedparser's "enclosures"
+            # (read from the links) would raise TypeError
+            dict.pop(entry, "links")
         content = clean.sanitize(_content(entry))
         title = clean.plain(entry.get("title"))
         guid, link = _guid(entry), _link(entry)
