@@ -174,6 +174,24 @@ def dtd_threat(body: bytes) -> str | None:
     return None
 
 
+# a tag of 1 KB or more (scanned in C, linear: each run ends at the next "<" or ">")
+_LONG_TAG = re.compile(rb"<[^<>]{1024,}")
+#: Attributes one element may have: feedparser's time grows with their square
+#: (10,000 on one element: 1 s; 60,000: 41 s), so a hostile server could hold a
+#: parse for minutes with one tag.
+MAX_ATTRIBUTES = 256
+
+
+def attribute_threat(body: bytes) -> str | None:
+    """Why the document is an attribute bomb, or None: a tag holding more than
+    MAX_ATTRIBUTES "=" (raw HTML inside CDATA counts too: no real page has such
+    a tag). ``body`` as _narrow hands it back (ASCII-compatible)."""
+    for m in _LONG_TAG.finditer(body):
+        if m.group().count(b"=") > MAX_ATTRIBUTES:
+            return f"has an element with more than {MAX_ATTRIBUTES} attributes"
+    return None
+
+
 def defuse(body: bytes) -> bytes:
     """Remove the internal DTD subset, so no entity a feed declares is expanded
     or resolved; the DOCTYPE itself stays (feedparser reads RSS 0.91 from it)."""
@@ -396,7 +414,7 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime, *,
     base = clean.web_url(base, url) or url
     if _is_json(body, parsed_headers):
         return jsonfeed.parse(body, base, now)
-    threat = dtd_threat(body)
+    threat = dtd_threat(body) or attribute_threat(_narrow(body))
     if threat:
         raise ParseError(f"refused: the document {threat}")
     if _narrow(body) is not body:  # UTF-16/32, EBCDIC: defuse hands back UTF-8

@@ -179,3 +179,29 @@ def test_a_real_pass_stores_the_same_rows_either_way(
             # the new bytes were read (no "same bytes, nothing to parse")
             after = rows(settings, "SELECT url, body_hash FROM feeds ORDER BY url")
             assert all(x != y for x, y in zip(hashes, after, strict=True))
+
+
+# --- feedparser's attribute bomb: its time grows with the square of one element's attributes
+
+
+@pytest.mark.parametrize("codec", ["utf-8", "utf-16", "iso-8859-1"])
+def test_an_element_with_too_many_attributes_is_refused(codec: str) -> None:
+    from aggregator.errors import ParseError
+    from aggregator.parse import MAX_ATTRIBUTES
+
+    attrs = " ".join(f'a{i}="x"' for i in range(MAX_ATTRIBUTES + 1))
+    doc = _rss(ITEM.format(f"<x {attrs}/>")).decode().replace(
+        'encoding="UTF-8"', f'encoding="{codec}"')
+    with pytest.raises(ParseError, match="more than 256 attributes"):
+        parse(doc.encode(codec), {"content-type": "application/xml"}, URL, NOW)
+
+
+def test_long_tags_with_few_attributes_are_read() -> None:
+    from aggregator.parse import MAX_ATTRIBUTES
+
+    picture = '<img src="data:image/png;base64,' + "QUJD" * 3000 + '==" alt="a"/>'
+    many = " ".join(f'a{i}="x"' for i in range(MAX_ATTRIBUTES))  # at the limit: read
+    body = _rss(ITEM.format(f"<content:encoded><![CDATA[<p>{picture}</p>]]></content:encoded>"
+                            f"<x {many}/>"))
+    result = parse(body, HEADERS, URL, NOW)
+    assert len(result.items) == 1 and result.items[0].title == "A"
