@@ -179,16 +179,16 @@ _LONG_TAG = re.compile(rb"<[^<>]{1024,}")
 #: Attributes one element may have: feedparser's time grows with their square
 #: (10,000 on one element: 1 s; 60,000: 41 s), so a hostile server could hold a
 #: parse for minutes with one tag.
-MAX_ATTRIBUTES = 256
+MAX_TAG_ATTRIBUTES = 256
 
 
 def attribute_threat(body: bytes) -> str | None:
     """Why the document is an attribute bomb, or None: a tag holding more than
-    MAX_ATTRIBUTES "=" (raw HTML inside CDATA counts too: no real page has such
+    MAX_TAG_ATTRIBUTES "=" (raw HTML inside CDATA counts too: no real page has such
     a tag). ``body`` as _narrow hands it back (ASCII-compatible)."""
     for m in _LONG_TAG.finditer(body):
-        if m.group().count(b"=") > MAX_ATTRIBUTES:
-            return f"has an element with more than {MAX_ATTRIBUTES} attributes"
+        if m.group().count(b"=") > MAX_TAG_ATTRIBUTES:
+            return f"has an element with more than {MAX_TAG_ATTRIBUTES} attributes"
     return None
 
 
@@ -414,12 +414,13 @@ def parse(body: bytes, headers: dict[str, str], url: str, now: datetime, *,
     base = clean.web_url(base, url) or url
     if _is_json(body, parsed_headers):
         return jsonfeed.parse(body, base, now)
-    threat = dtd_threat(body) or attribute_threat(_narrow(body))
+    narrow = _narrow(body)
+    threat = dtd_threat(narrow) or attribute_threat(narrow)
     if threat:
         raise ParseError(f"refused: the document {threat}")
-    if _narrow(body) is not body:  # UTF-16/32, EBCDIC: defuse hands back UTF-8
+    if narrow is not body:  # UTF-16/32, EBCDIC: defuse hands back UTF-8
         parsed_headers["content-type"] = "application/xml; charset=utf-8"
-    body = no_bad_charrefs(defuse(body))
+    body = no_bad_charrefs(defuse(narrow))
     parsed_headers = _with_charset(body, parsed_headers)
     quick = xmlfeed.parse(body, parsed_headers, base, now) if fast else None
     if quick is not None:

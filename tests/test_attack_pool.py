@@ -31,7 +31,7 @@ from aggregator.errors import BlockedAddressError, ConfigError, FetchError
 from aggregator.fetch import Fetcher, Limits
 from aggregator.guard import Guard, trusted_origin
 from aggregator.types import Subscription
-from tests.hostile_servers import fake_dns
+from tests.hostile_servers import RawServer, fake_dns
 
 # --- a keep-alive server on raw sockets ----------------------------------------------
 
@@ -45,9 +45,10 @@ def ok(body: bytes, *extra: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-class KeepAlive:
+class KeepAlive(RawServer):
     """HTTP/1.1 keep-alive on 127.0.0.1 on raw sockets (a server can send what
-    it likes when it likes); keeps each connection's request heads, and counts
+    it likes when it likes): hostile_servers.RawServer, each connection served
+    request after request; keeps each connection's request heads, and counts
     the connections the client hung up on."""
 
     def __init__(self, answer: Answer) -> None:
@@ -55,31 +56,17 @@ class KeepAlive:
         self.heads: list[list[bytes]] = []  # per connection
         self.hung_up = 0  # connections the client closed
         self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.05)
-        self.port = self._sock.getsockname()[1]
         self._conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(lambda *_: None)
 
     def url(self, path: str = "/feed.xml", host: str = "127.0.0.1", auth: str = "") -> str:
         return f"http://{auth}{host}:{self.port}{path}"
 
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                number = len(self.heads)
-                self.heads.append([])
-                self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
-
-    def _serve(self, conn: socket.socket, number: int) -> None:
+    def _serve(self, conn: socket.socket) -> None:
+        with self.lock:
+            number = len(self.heads)
+            self.heads.append([])
+            self._conns.append(conn)
         buf = b""
         try:
             conn.settimeout(20)
@@ -109,13 +96,13 @@ class KeepAlive:
 
     def close(self) -> None:
         self.stopping.set()
-        self._sock.close()
-        with self.lock:
+        with self.lock:  # idle keep-alive connections end now, not at their timeout
             for c in self._conns:
                 try:
                     c.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+        super().close()
 
 
 def _header(head: bytes, name: bytes) -> str:

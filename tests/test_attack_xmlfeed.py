@@ -187,9 +187,9 @@ def test_a_real_pass_stores_the_same_rows_either_way(
 @pytest.mark.parametrize("codec", ["utf-8", "utf-16", "iso-8859-1"])
 def test_an_element_with_too_many_attributes_is_refused(codec: str) -> None:
     from aggregator.errors import ParseError
-    from aggregator.parse import MAX_ATTRIBUTES
+    from aggregator.parse import MAX_TAG_ATTRIBUTES
 
-    attrs = " ".join(f'a{i}="x"' for i in range(MAX_ATTRIBUTES + 1))
+    attrs = " ".join(f'a{i}="x"' for i in range(MAX_TAG_ATTRIBUTES + 1))
     doc = _rss(ITEM.format(f"<x {attrs}/>")).decode().replace(
         'encoding="UTF-8"', f'encoding="{codec}"')
     with pytest.raises(ParseError, match="more than 256 attributes"):
@@ -197,10 +197,10 @@ def test_an_element_with_too_many_attributes_is_refused(codec: str) -> None:
 
 
 def test_long_tags_with_few_attributes_are_read() -> None:
-    from aggregator.parse import MAX_ATTRIBUTES
+    from aggregator.parse import MAX_TAG_ATTRIBUTES
 
     picture = '<img src="data:image/png;base64,' + "QUJD" * 3000 + '==" alt="a"/>'
-    many = " ".join(f'a{i}="x"' for i in range(MAX_ATTRIBUTES))  # at the limit: read
+    many = " ".join(f'a{i}="x"' for i in range(MAX_TAG_ATTRIBUTES))  # at the limit: read
     body = _rss(ITEM.format(f"<content:encoded><![CDATA[<p>{picture}</p>]]></content:encoded>"
                             f"<x {many}/>"))
     result = parse(body, HEADERS, URL, NOW)
